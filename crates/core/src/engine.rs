@@ -1,0 +1,116 @@
+//! The contract between kwasi's core and a WebAssembly runtime.
+//!
+//! An engine crate implements [`Engine`] and nothing else: the core decides *what* to run (it
+//! reads the OCI bundle into a [`Workload`]) and *where* (inside the task's sandbox, with the
+//! guest's stdio already wired to containerd's fifos). The engine only compiles and runs.
+//!
+//! The lifecycle has two steps so that bad input is reported when the task is created, not when
+//! it starts:
+//!
+//! 1. [`Engine::prepare`] runs at `create`, inside the sandbox: it compiles the module and checks
+//!    that the entry function exists. Its error reaches `ctr` as the reason `create` failed.
+//! 2. [`Engine::run`] runs at `start`: it instantiates the prepared module with the workload's
+//!    arguments, environment and preopened directories, calls the entry function and returns the
+//!    guest's exit code.
+
+use std::path::PathBuf;
+
+/// The name of the entry function that a WASI command exports.
+pub const DEFAULT_ENTRY: &str = "_start";
+
+/// A WebAssembly runtime that kwasi can drive.
+///
+/// Both methods run in the task's container process, after the sandbox (namespaces, cgroup,
+/// rootfs, seccomp, capabilities, user) is in place, so an engine may read paths in
+/// [`Workload`] as they are and must not try to isolate the guest further.
+///
+/// The guest's standard input, output and error are the process's own descriptors 0, 1 and 2,
+/// which the core has already connected to containerd's fifos: an engine inherits them.
+pub trait Engine: Clone + Send + Sync + 'static {
+    /// A compiled module, ready to be instantiated by [`Engine::run`].
+    type Module: Send + 'static;
+
+    /// A short lowercase name (`wasmtime`), used in logs and error messages.
+    fn name(&self) -> &'static str;
+
+    /// Compiles `wasm` and checks that it exports `entry` as a function.
+    ///
+    /// Errors should say what is wrong with the module in one line; the core adds which file it
+    /// was.
+    fn prepare(&self, wasm: &WasmBytes, entry: &str) -> Result<Self::Module, EngineError>;
+
+    /// Instantiates `module`, calls the workload's entry function and returns the guest's exit
+    /// code: the value passed to `proc_exit`, or 0 when the entry function returns.
+    fn run(&self, module: Self::Module, workload: &Workload) -> Result<i32, EngineError>;
+}
+
+/// The bytes of a WebAssembly module and where they came from.
+#[derive(Debug, Clone)]
+pub struct WasmBytes {
+    /// Where the bytes were read from, as the guest sees it (for error messages).
+    pub origin: String,
+    /// The module's binary encoding.
+    pub bytes: Vec<u8>,
+}
+
+/// What to run and with what: derived by the core from the OCI spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The module's path inside the container (`process.args[0]` without its `#func` suffix).
+    pub module_path: PathBuf,
+    /// The function to call: `_start`, or the name after `#` in `process.args[0]`.
+    pub entry: String,
+    /// The guest's arguments, `args[0]` included (without any `#func` suffix).
+    pub args: Vec<String>,
+    /// The guest's environment, as `KEY=VALUE` pairs split at the first `=`.
+    pub env: Vec<(String, String)>,
+    /// The working directory (`process.cwd`). WASI has no such notion: the core passes it to
+    /// the guest as `PWD` in [`Workload::env`] and resolves a relative module path against it.
+    pub cwd: PathBuf,
+    /// Directories the guest may open, with their access rights.
+    pub preopens: Vec<Preopen>,
+}
+
+/// A directory made available to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory in the container's filesystem.
+    pub host_path: PathBuf,
+    /// The name the guest opens it by (`/`, `/data`, `.`).
+    pub guest_path: String,
+    /// Whether the guest may only read it.
+    pub read_only: bool,
+}
+
+/// Why an engine could not prepare or run a workload.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bytes are not a module this engine can compile.
+    #[error("invalid wasm module: {0}")]
+    InvalidModule(String),
+    /// The module does not export the requested entry function (or it has the wrong type).
+    #[error("the module has no exported function `{name}` of type () -> ()")]
+    MissingExport {
+        /// The entry function asked for.
+        name: String,
+    },
+    /// The guest trapped (an `unreachable`, an out-of-bounds access, stack overflow...).
+    #[error("wasm trap: {0}")]
+    Trap(String),
+    /// Anything else: instantiation failed, an import is missing, a preopen cannot be opened.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl EngineError {
+    /// The exit status the task reports when `run` fails this way.
+    ///
+    /// A trap ends the task like an abort does (128 + SIGABRT = 134), as `wasmtime run` does;
+    /// other failures end it with 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::Trap(_) => 128 + libc::SIGABRT,
+            _ => 1,
+        }
+    }
+}

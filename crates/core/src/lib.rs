@@ -1,0 +1,27 @@
+//! # kwasi-core
+//!
+//! Everything in a kwasi shim that does not depend on the WebAssembly runtime.
+//!
+//! Read it in the order of a task's life:
+//! - [`shim`]: the binary's entry point (`start`, `delete`, serve) over containerd-shim;
+//! - [`task`]: the containerd task service, call by call (create, start, wait, kill, delete,
+//!   state, pids, pause/resume, stats, connect, shutdown) and the events it publishes;
+//! - [`sandbox`]: the container a task runs in (rootfs, namespaces, cgroup, seccomp,
+//!   capabilities, user) built with youki's libcontainer, and its stdio;
+//! - [`workload`]: what to run, read from the OCI spec: module, entry function, args, env,
+//!   cwd, preopened directories;
+//! - [`engine`]: the [`Engine`](engine::Engine) trait a runtime crate implements;
+//! - [`image`]: packing a module into an OCI image that `ctr images import` accepts.
+//!
+//! Exit statuses follow containerd's convention: the guest's exit code, or 128 + N when
+//! signal N ended it.
+
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod image;
+pub mod sandbox;
+pub mod shim;
+mod signals;
+pub mod task;
+pub mod workload;

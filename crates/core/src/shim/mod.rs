@@ -1,0 +1,129 @@
+//! The shim binary's entry point: containerd runs `containerd-shim-<engine>-v1` with `start`
+//! (spawn the long-lived server and print its address), with `delete` (clean up after a dead
+//! server), or as the server itself ([`serve`]). containerd-shim parses the flags and the
+//! start protocol; this module says what kwasi does at each step.
+
+mod serve;
+
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::{timestamp, write_address};
+use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
+use oci_spec::runtime::Spec;
+
+use crate::engine::Engine;
+use crate::sandbox::{remove_container_state, unmount_rootfs};
+use crate::task::TaskService;
+
+/// The annotation that names a container's pod under Kubernetes' CRI.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Where sandbox state (libcontainer's) lives, one directory per containerd namespace.
+const STATE_ROOT: &str = "/run/kwasi";
+
+/// Runs a shim for engine `E`. Call it from `main` with the runtime's name, e.g.
+/// `kwasi_core::shim::run::<WasmtimeEngine>("io.containerd.wasmtime.v1")`.
+///
+/// `E::default()` is called in the server process; keep it cheap (the engine's heavy state
+/// belongs in [`Engine::prepare`], which runs in the container process).
+pub fn run<E: Engine + Default>(runtime_id: &str) {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    match containerd_shim::parse(&args) {
+        Ok(flags) if flags.action.is_empty() && !flags.info && !flags.version => {
+            if let Err(err) = serve::serve::<E>(&flags) {
+                log::error!("{runtime_id}: {err:#}");
+                eprintln!("{runtime_id}: {err:#}");
+                std::process::exit(1);
+            }
+        }
+        _ => containerd_shim::run::<KwasiShim<E>>(runtime_id, None),
+    }
+}
+
+/// containerd-shim's view of a kwasi shim.
+struct KwasiShim<E> {
+    id: String,
+    namespace: String,
+    exit: Arc<ExitSignal>,
+    engine: PhantomData<fn() -> E>,
+}
+
+fn state_root(namespace: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(namespace)
+}
+
+impl<E: Engine + Default> Shim for KwasiShim<E> {
+    type T = TaskService<E>;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        KwasiShim {
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            exit: Arc::new(ExitSignal::default()),
+            engine: PhantomData,
+        }
+    }
+
+    /// Spawns the server, one per pod under Kubernetes (grouped by sandbox id), one per
+    /// container otherwise. containerd runs this in the bundle directory.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = Spec::load("config.json")
+            .ok()
+            .and_then(|spec| spec.annotations().clone())
+            .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
+            .unwrap_or_else(|| opts.id.clone());
+        let legacy = opts.containerd_version.is_empty();
+        let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
+        write_address(&address)?;
+        if legacy {
+            // containerd before 2.3 reads the reply as a bare address; 1.6 cannot parse the
+            // JSON reply containerd-shim would print. Every version accepts the bare form.
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout
+                .write_all(address.as_bytes())
+                .and_then(|()| stdout.flush());
+            match written {
+                Ok(()) => std::process::exit(0),
+                Err(err) => {
+                    return Err(containerd_shim::Error::Other(format!(
+                        "writing the shim address: {err}"
+                    )))
+                }
+            }
+        }
+        Ok(address)
+    }
+
+    /// Cleans up after a server that died: kills what is left of the container, removes its
+    /// cgroup and state, and unmounts its rootfs. containerd runs this in the bundle directory.
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        remove_container_state(&state_root(&self.namespace), &self.id);
+        if let Ok(bundle) = std::env::current_dir() {
+            unmount_rootfs(&bundle.join("rootfs"));
+        }
+        Ok(DeleteResponse {
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: Some(timestamp()?).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        TaskService::new(
+            E::default(),
+            &self.namespace,
+            state_root(&self.namespace),
+            publisher,
+            Arc::clone(&self.exit),
+        )
+    }
+}

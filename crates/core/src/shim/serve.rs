@@ -1,0 +1,147 @@
+//! The long-lived shim server: the process `start` spawns, serving containerd's task API over
+//! ttrpc until containerd shuts it down.
+//!
+//! kwasi serves the task service under both of its names: `containerd.task.v2.Task`, which
+//! containerd 1.6 and 1.7 call, and `containerd.task.v3.Task`, which containerd 2.x calls (the
+//! messages are the same). containerd-shim's own server loop registers only the latter, hence
+//! this one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use containerd_shim::monitor::monitor_notify_by_pid;
+use containerd_shim::protos::shim::shim_ttrpc::create_task;
+use containerd_shim::protos::ttrpc::{self, Server};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::write_address;
+use containerd_shim::{ExitSignal, Flags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::state_root;
+use crate::engine::Engine;
+use crate::task::TaskService;
+
+const TASK_V3: &str = "/containerd.task.v3.Task/";
+const TASK_V2: &str = "/containerd.task.v2.Task/";
+
+/// Serves the task API on `flags.socket` until containerd calls `shutdown` with no task left.
+pub(super) fn serve<E: Engine + Default>(flags: &Flags) -> Result<()> {
+    // Block the signals the reaper thread waits for before any thread exists, so that every
+    // thread inherits the mask and only `sigwait` sees them.
+    let signals = signal_set();
+    signals
+        .thread_block()
+        .context("blocking signals in the shim")?;
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes no pointer.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("becoming a child subreaper");
+    }
+    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
+        .map_err(|e| anyhow!("setting up the shim log: {e}"))?;
+
+    let socket_path = flags.socket.trim_start_matches("unix://").to_string();
+    if already_served(&flags.socket) {
+        // Another shim of the same group (pod) serves this address: containerd will use it.
+        write_address(&flags.socket).map_err(|e| anyhow!("{e}"))?;
+        close_stdout();
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    if let Some(dir) = std::path::Path::new(&socket_path).parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    let ttrpc_address =
+        std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set by containerd")?;
+    let publisher = RemotePublisher::new(&ttrpc_address)
+        .map_err(|e| anyhow!("connecting to containerd: {e}"))?;
+    let exit = Arc::new(ExitSignal::default());
+    let service: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(TaskService::new(
+        E::default(),
+        &flags.namespace,
+        state_root(&flags.namespace),
+        publisher,
+        Arc::clone(&exit),
+    ));
+    let v2: HashMap<_, _> = create_task(Arc::clone(&service))
+        .into_iter()
+        .map(|(name, handler)| (name.replacen(TASK_V3, TASK_V2, 1), handler))
+        .collect();
+    let mut server = Server::new()
+        .bind(&flags.socket)
+        .map_err(|e| anyhow!("listening on {}: {e}", flags.socket))?
+        .register_service(create_task(service))
+        .register_service(v2);
+    std::thread::spawn(move || reap_children(signals));
+    server
+        .start()
+        .map_err(|e| anyhow!("starting the ttrpc server: {e}"))?;
+    close_stdout();
+    log::info!("kwasi shim serving {}", flags.socket);
+
+    exit.wait();
+    log::info!("kwasi shim shutting down");
+    server.shutdown();
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPIPE,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Whether a live server already answers on `address`.
+fn already_served(address: &str) -> bool {
+    ttrpc::Client::connect(address).is_ok()
+}
+
+/// Tells the `start` process, which reads our stdout until it closes, that we are serving.
+fn close_stdout() {
+    // SAFETY: dup2 on the process's own standard descriptors.
+    unsafe {
+        libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
+    }
+}
+
+/// Waits for signals; on SIGCHLD reaps every exited child and reports it to containerd-shim's
+/// monitor (exit code, or 128 + N for signal N). SIGTERM, SIGINT and SIGPIPE are ignored:
+/// containerd ends a shim with `shutdown`.
+fn reap_children(signals: SigSet) {
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) => notify(pid, code),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) => notify(pid, 128 + sig as i32),
+                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(err) => {
+                        log::warn!("waitpid: {err}");
+                        break;
+                    }
+                }
+            },
+            Ok(sig) => log::debug!("ignoring {sig}"),
+            Err(err) => log::warn!("sigwait: {err}"),
+        }
+    }
+}
+
+fn notify(pid: Pid, code: i32) {
+    if let Err(err) = monitor_notify_by_pid(pid.as_raw(), code) {
+        log::warn!("reporting the exit of {pid}: {err}");
+    }
+}

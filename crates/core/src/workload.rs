@@ -1,0 +1,289 @@
+//! From an OCI runtime spec (`config.json`) to the [`Workload`] an engine runs, and reading the
+//! module it names.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use crate::engine::{Preopen, WasmBytes, Workload, DEFAULT_ENTRY};
+
+/// The first four bytes of every WebAssembly binary.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+/// Mount destinations that are kernel interfaces, not data: never offered to the guest.
+const SYSTEM_MOUNTS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Why a spec or its entrypoint cannot be run as a wasm workload.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// `process` or `process.args` is missing or empty.
+    #[error("the OCI spec has no process.args: give the image an entrypoint or pass a command")]
+    NoArgs,
+    /// The entrypoint is not in the container's filesystem.
+    #[error("entrypoint {0}: no such file in the container")]
+    NotFound(PathBuf),
+    /// The entrypoint cannot be read.
+    #[error("entrypoint {path}: {source}")]
+    Unreadable {
+        /// The entrypoint.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The entrypoint exists but is not a wasm binary.
+    #[error("entrypoint {path} is not a WebAssembly module ({what})")]
+    NotWasm {
+        /// The entrypoint.
+        path: PathBuf,
+        /// What it looks like instead.
+        what: &'static str,
+    },
+}
+
+impl Workload {
+    /// Reads the workload out of an OCI runtime spec.
+    ///
+    /// `process.args[0]` names the module; a `#name` suffix (`/app.wasm#serve`) selects the
+    /// exported function `name` instead of `_start`. The guest sees `/` (read-write unless
+    /// `root.readonly`) and every bind mount of a directory under its destination, read-only
+    /// when the mount has the `ro` option.
+    pub fn from_spec(spec: &Spec) -> Result<Workload, WorkloadError> {
+        let process = spec.process().as_ref().ok_or(WorkloadError::NoArgs)?;
+        let mut args = process.args().clone().unwrap_or_default();
+        let first = args.first().ok_or(WorkloadError::NoArgs)?.clone();
+        let (module, entry) = match first.rsplit_once('#') {
+            Some((module, func)) if !func.is_empty() => (module.to_string(), func.to_string()),
+            _ => (first.clone(), DEFAULT_ENTRY.to_string()),
+        };
+        if module.is_empty() {
+            return Err(WorkloadError::NoArgs);
+        }
+        args[0] = module.clone();
+        let cwd = process.cwd().clone();
+        let module_path = if Path::new(&module).is_absolute() {
+            PathBuf::from(&module)
+        } else {
+            cwd.join(&module)
+        };
+        let mut env: Vec<(String, String)> = process
+            .env()
+            .iter()
+            .flatten()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect();
+        // WASI has no working directory: pass it the way WASI ports read it (Go's wasip1
+        // runtime, for one), unless the spec sets PWD itself.
+        if !env.iter().any(|(k, _)| k == "PWD") {
+            env.push(("PWD".to_string(), cwd.display().to_string()));
+        }
+        let root_read_only = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
+        let mut preopens = vec![Preopen {
+            host_path: PathBuf::from("/"),
+            guest_path: "/".to_string(),
+            read_only: root_read_only,
+        }];
+        for mount in spec.mounts().iter().flatten() {
+            let dest = mount.destination();
+            let Some(dest_str) = dest.to_str() else {
+                continue;
+            };
+            let is_system = SYSTEM_MOUNTS
+                .iter()
+                .any(|s| dest_str == *s || dest_str.starts_with(&format!("{s}/")));
+            if is_system || dest_str == "/" {
+                continue;
+            }
+            let options = mount.options().clone().unwrap_or_default();
+            preopens.push(Preopen {
+                host_path: dest.clone(),
+                guest_path: dest_str.to_string(),
+                read_only: options.iter().any(|o| o == "ro"),
+            });
+        }
+        Ok(Workload {
+            module_path,
+            entry,
+            args,
+            env,
+            cwd,
+            preopens,
+        })
+    }
+
+    /// Only the preopens whose directory exists (mounts of single files, such as
+    /// `/etc/resolv.conf`, are left to the `/` preopen).
+    pub fn existing_preopens(&self) -> Vec<Preopen> {
+        self.preopens
+            .iter()
+            .filter(|p| p.host_path.is_dir())
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the module named by the entrypoint and checks that it is WebAssembly.
+    pub fn read_module(&self) -> Result<WasmBytes, WorkloadError> {
+        let path = &self.module_path;
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => WorkloadError::NotFound(path.clone()),
+            _ => WorkloadError::Unreadable {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        check_wasm_magic(path, &bytes)?;
+        Ok(WasmBytes {
+            origin: path.display().to_string(),
+            bytes,
+        })
+    }
+}
+
+/// Tells a wasm binary from other files, naming what the file looks like when it is not one.
+fn check_wasm_magic(path: &Path, bytes: &[u8]) -> Result<(), WorkloadError> {
+    if bytes.starts_with(WASM_MAGIC) {
+        return Ok(());
+    }
+    let what = if bytes.starts_with(b"\x7fELF") {
+        "it is an ELF executable"
+    } else if bytes.starts_with(b"#!") {
+        "it is a script"
+    } else if bytes.starts_with(b"(module") || bytes.starts_with(b"(component") {
+        "it is WebAssembly text: compile it with wat2wasm"
+    } else if bytes.is_empty() {
+        "it is empty"
+    } else if std::str::from_utf8(bytes).is_ok() {
+        "it is a text file"
+    } else {
+        "no \\0asm header"
+    };
+    Err(WorkloadError::NotWasm {
+        path: path.to_path_buf(),
+        what,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{MountBuilder, ProcessBuilder, RootBuilder, SpecBuilder};
+
+    fn spec(args: &[&str], cwd: &str) -> Spec {
+        SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .env(vec!["A=1".to_string(), "B=x=y".to_string()])
+                    .cwd(cwd)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn args0_names_the_module_and_start_is_the_default_entry() {
+        let w = Workload::from_spec(&spec(&["/app.wasm", "x"], "/")).unwrap();
+        assert_eq!(w.module_path, PathBuf::from("/app.wasm"));
+        assert_eq!(w.entry, "_start");
+        assert_eq!(w.args, vec!["/app.wasm", "x"]);
+    }
+
+    #[test]
+    fn hash_suffix_selects_the_entry_function_and_is_stripped_from_args() {
+        let w = Workload::from_spec(&spec(&["/app.wasm#greet"], "/")).unwrap();
+        assert_eq!(w.entry, "greet");
+        assert_eq!(w.args, vec!["/app.wasm"]);
+    }
+
+    #[test]
+    fn relative_module_resolves_against_cwd() {
+        let w = Workload::from_spec(&spec(&["app.wasm"], "/srv")).unwrap();
+        assert_eq!(w.module_path, PathBuf::from("/srv/app.wasm"));
+    }
+
+    #[test]
+    fn env_splits_at_the_first_equals_sign() {
+        let w = Workload::from_spec(&spec(&["/a.wasm"], "/")).unwrap();
+        assert_eq!(
+            w.env[..2],
+            [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+    }
+
+    #[test]
+    fn cwd_is_passed_as_pwd() {
+        let w = Workload::from_spec(&spec(&["/a.wasm"], "/srv")).unwrap();
+        assert_eq!(w.env.last(), Some(&("PWD".to_string(), "/srv".to_string())));
+    }
+
+    #[test]
+    fn empty_args_are_an_error() {
+        assert!(matches!(
+            Workload::from_spec(&spec(&[], "/")),
+            Err(WorkloadError::NoArgs)
+        ));
+    }
+
+    #[test]
+    fn ro_mounts_become_read_only_preopens_and_system_mounts_are_hidden() {
+        let mut s = spec(&["/a.wasm"], "/");
+        s.set_root(Some(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()
+                .unwrap(),
+        ));
+        s.set_mounts(Some(vec![
+            MountBuilder::default()
+                .destination("/proc")
+                .typ("proc")
+                .build()
+                .unwrap(),
+            MountBuilder::default()
+                .destination("/data")
+                .typ("bind")
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .unwrap(),
+            MountBuilder::default()
+                .destination("/scratch")
+                .typ("bind")
+                .options(vec!["rbind".to_string(), "rw".to_string()])
+                .build()
+                .unwrap(),
+        ]));
+        let w = Workload::from_spec(&s).unwrap();
+        let view: Vec<_> = w
+            .preopens
+            .iter()
+            .map(|p| (p.guest_path.as_str(), p.read_only))
+            .collect();
+        assert_eq!(
+            view,
+            vec![("/", true), ("/data", true), ("/scratch", false)]
+        );
+    }
+
+    #[test]
+    fn a_text_file_is_not_wasm() {
+        let err = check_wasm_magic(Path::new("/x"), b"hello\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entrypoint /x is not a WebAssembly module (it is a text file)"
+        );
+    }
+
+    #[test]
+    fn wasm_magic_is_accepted() {
+        assert!(check_wasm_magic(Path::new("/x"), b"\0asm\x01\0\0\0").is_ok());
+    }
+}

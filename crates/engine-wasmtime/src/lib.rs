@@ -1,0 +1,197 @@
+//! # kwasi-engine-wasmtime
+//!
+//! The [`Engine`] of kwasi backed by [wasmtime](https://wasmtime.dev) and `wasmtime-wasi`:
+//! WASI preview 1 core modules.
+//!
+//! The `wasmtime::Engine` is created lazily, in the container process, on the first
+//! [`Engine::prepare`]: the shim process never holds a compiler.
+
+use std::sync::{Arc, OnceLock};
+
+use kwasi_core::engine::{Engine, EngineError, WasmBytes, Workload};
+use wasmtime::{Linker, Module, Store};
+use wasmtime_wasi::p1::{self, WasiP1Ctx};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// Runs WASI preview 1 modules with wasmtime.
+#[derive(Clone, Default)]
+pub struct WasmtimeEngine {
+    engine: Arc<OnceLock<wasmtime::Engine>>,
+}
+
+impl WasmtimeEngine {
+    fn engine(&self) -> Result<&wasmtime::Engine, EngineError> {
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine);
+        }
+        let mut config = wasmtime::Config::new();
+        // Compile on one thread: a container may be given a single CPU, and spawning a thread
+        // pool costs more than it saves for most modules.
+        config.parallel_compilation(false);
+        let engine = wasmtime::Engine::new(&config)
+            .map_err(|e| EngineError::Other(format!("configuring wasmtime: {e:#}")))?;
+        Ok(self.engine.get_or_init(|| engine))
+    }
+}
+
+/// A compiled module and the function to call.
+pub struct PreparedModule {
+    module: Module,
+    entry: String,
+}
+
+impl Engine for WasmtimeEngine {
+    type Module = PreparedModule;
+
+    fn name(&self) -> &'static str {
+        "wasmtime"
+    }
+
+    fn prepare(&self, wasm: &WasmBytes, entry: &str) -> Result<PreparedModule, EngineError> {
+        let engine = self.engine()?;
+        let module = Module::new(engine, &wasm.bytes)
+            .map_err(|e| EngineError::InvalidModule(one_line(&e)))?;
+        let is_entry = module
+            .get_export(entry)
+            .and_then(|e| e.func().cloned())
+            .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0);
+        if !is_entry {
+            return Err(EngineError::MissingExport {
+                name: entry.to_string(),
+            });
+        }
+        Ok(PreparedModule {
+            module,
+            entry: entry.to_string(),
+        })
+    }
+
+    fn run(&self, prepared: PreparedModule, workload: &Workload) -> Result<i32, EngineError> {
+        let engine = self.engine()?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdio()
+            .args(&workload.args)
+            .envs(&workload.env);
+        for preopen in workload.existing_preopens() {
+            let perms = if preopen.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(&preopen.host_path, &preopen.guest_path, perms)
+                .map_err(|e| {
+                    EngineError::Other(format!(
+                        "opening {} for the guest: {e:#}",
+                        preopen.host_path.display()
+                    ))
+                })?;
+        }
+        let mut store = Store::new(engine, wasi.build_p1());
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
+        p1::add_to_linker_sync(&mut linker, |ctx| ctx)
+            .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
+        let instance = linker
+            .instantiate(&mut store, &prepared.module)
+            .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
+        let func = instance
+            .get_typed_func::<(), ()>(&mut store, &prepared.entry)
+            .map_err(|_| EngineError::MissingExport {
+                name: prepared.entry.clone(),
+            })?;
+        match func.call(&mut store, ()) {
+            Ok(()) => Ok(0),
+            Err(err) => match err.downcast_ref::<I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(EngineError::Trap(one_line(&err))),
+            },
+        }
+    }
+}
+
+/// An error chain on one line: the outermost message and its causes, without the wasm
+/// backtrace wasmtime appends.
+fn one_line(err: &wasmtime::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let first = text.lines().next().unwrap_or_default().trim().to_string();
+        if !first.is_empty() && !first.starts_with("wasm backtrace") && !parts.contains(&first) {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wasm(wat: &str) -> WasmBytes {
+        WasmBytes {
+            origin: "/test.wasm".into(),
+            bytes: wat::parse_str(wat).unwrap(),
+        }
+    }
+
+    fn workload(entry: &str) -> Workload {
+        Workload {
+            module_path: "/test.wasm".into(),
+            entry: entry.into(),
+            args: vec!["/test.wasm".into()],
+            env: vec![],
+            cwd: "/".into(),
+            preopens: vec![],
+        }
+    }
+
+    const EXIT_7: &str = r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start") (call $exit (i32.const 7)))
+        (func (export "other")))"#;
+
+    #[test]
+    fn proc_exit_becomes_the_exit_code() {
+        let engine = WasmtimeEngine::default();
+        let module = engine.prepare(&wasm(EXIT_7), "_start").unwrap();
+        assert_eq!(engine.run(module, &workload("_start")).unwrap(), 7);
+    }
+
+    #[test]
+    fn returning_from_the_entry_function_is_exit_code_zero() {
+        let engine = WasmtimeEngine::default();
+        let module = engine.prepare(&wasm(EXIT_7), "other").unwrap();
+        assert_eq!(engine.run(module, &workload("other")).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_missing_export_fails_prepare() {
+        let engine = WasmtimeEngine::default();
+        let err = engine.prepare(&wasm(EXIT_7), "nope").err().unwrap();
+        assert!(matches!(err, EngineError::MissingExport { .. }), "{err}");
+    }
+
+    #[test]
+    fn corrupted_bytes_fail_prepare_with_an_invalid_module_error() {
+        let engine = WasmtimeEngine::default();
+        let mut bad = wasm(EXIT_7);
+        bad.bytes.truncate(bad.bytes.len() / 2);
+        let err = engine.prepare(&bad, "_start").err().unwrap();
+        assert!(matches!(err, EngineError::InvalidModule(_)), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn a_trap_is_reported_as_a_trap() {
+        let engine = WasmtimeEngine::default();
+        let module = engine
+            .prepare(
+                &wasm(r#"(module (func (export "_start") unreachable))"#),
+                "_start",
+            )
+            .unwrap();
+        let err = engine.run(module, &workload("_start")).unwrap_err();
+        assert!(matches!(err, EngineError::Trap(_)), "{err}");
+        assert_eq!(err.exit_code(), 134);
+    }
+}

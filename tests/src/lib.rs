@@ -1,0 +1,495 @@
+//! The end-to-end harness: a private containerd (its own root, state and sockets in a temp
+//! dir, the freshly built shims first on its PATH), driven with Debian's `ctr`.
+//!
+//! Nothing here touches a system-wide containerd. Dropping a [`Containerd`] stops it, ends any
+//! shim it left, unmounts whatever is still mounted below its directory and removes it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The containerd namespace every test uses.
+pub const NAMESPACE: &str = "kwasi-e2e";
+/// The prefix of every temp dir the harness makes (the leftover check looks for it).
+pub const TMP_PREFIX: &str = "kwasi-e2e-";
+/// containerd's runtime name for the wasmtime shim.
+pub const WASMTIME: &str = "io.containerd.wasmtime.v1";
+/// containerd's runtime name for runc (the baseline).
+pub const RUNC: &str = "io.containerd.runc.v2";
+
+/// Where the built binaries are: `$KWASI_BIN_DIR`, or the workspace's `target/release`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KWASI_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release")
+}
+
+/// The test guests' directory (`tests/guests`).
+pub fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guests")
+}
+
+/// A unique container id for a test.
+pub fn unique_id(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a `ctr` command did.
+#[derive(Debug, Clone)]
+pub struct CtrOutput {
+    /// The exit status (the task's, for `ctr run`); -1 if ctr was killed by a signal.
+    pub status: i32,
+    /// Everything ctr printed on stdout (the task's stdout, for `ctr run`).
+    pub stdout: String,
+    /// Everything ctr printed on stderr.
+    pub stderr: String,
+}
+
+impl From<Output> for CtrOutput {
+    fn from(o: Output) -> CtrOutput {
+        CtrOutput {
+            status: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A private containerd.
+pub struct Containerd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Starts containerd with its root, state and sockets in a new temp dir, the CRI plugin
+    /// off, and `bin_dir()` first on its PATH.
+    pub fn start() -> Result<Containerd> {
+        let shim = bin_dir().join("containerd-shim-wasmtime-v1");
+        if !shim.exists() {
+            bail!(
+                "{} is missing: build the shims first (cargo build --release --workspace)",
+                shim.display()
+            );
+        }
+        let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
+        let d = dir.path();
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  level = "info"
+"#,
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = d.join("containerd.sock").display(),
+        );
+        std::fs::write(d.join("config.toml"), config)?;
+        let log = std::fs::File::create(d.join("containerd.log"))?;
+        let path = format!(
+            "{}:{}",
+            bin_dir().canonicalize()?.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (apt-get install containerd)")?;
+        let containerd = Containerd {
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if containerd.socket().exists() && containerd.ctr(&["version"]).status == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not come up:\n{}", containerd.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(containerd)
+    }
+
+    /// containerd's gRPC socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// containerd's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The directory holding everything of this containerd.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `ctr` command against this containerd, in the test namespace.
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(self.socket())
+            .arg("--namespace")
+            .arg(NAMESPACE)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ctr ARGS` and collects what it did.
+    pub fn ctr(&self, args: &[&str]) -> CtrOutput {
+        match self.ctr_command(args).output() {
+            Ok(out) => out.into(),
+            Err(err) => CtrOutput {
+                status: -1,
+                stdout: String::new(),
+                stderr: format!("running ctr: {err}"),
+            },
+        }
+    }
+
+    /// Packs `module` into an image with `kwasi image build EXTRA... module` and imports it.
+    pub fn import_wasm(&self, name: &str, module: &Path, extra: &[&str]) -> Result<String> {
+        let tar = self
+            .dir
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        let out = Command::new(bin_dir().join("kwasi"))
+            .args(["image", "build", "--tag", name, "--output"])
+            .arg(&tar)
+            .args(extra)
+            .arg(module)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "kwasi image build: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.import_archive(&tar)?;
+        let reference = String::from_utf8_lossy(&out.stdout)
+            .split(" -> ")
+            .next()
+            .unwrap_or(name)
+            .trim()
+            .to_string();
+        Ok(reference)
+    }
+
+    /// `ctr images import` of an OCI archive.
+    pub fn import_archive(&self, tar: &Path) -> Result<()> {
+        let tar = tar.display().to_string();
+        let out = self.ctr(&["images", "import", &tar]);
+        if out.status != 0 {
+            bail!("ctr images import {tar}: {}", out.stderr);
+        }
+        Ok(())
+    }
+
+    /// Compiles `wat` and imports it as image `name`.
+    pub fn import_wat(&self, name: &str, wat: &str) -> Result<String> {
+        let wasm = wat::parse_str(wat).context("compiling the WAT guest")?;
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.wasm", name.replace(['/', ':'], "_")));
+        std::fs::write(&path, wasm)?;
+        self.import_wasm(name, &path, &[])
+    }
+
+    /// `ctr run --rm --runtime RUNTIME FLAGS... IMAGE ID ARGS...`, waiting for it to end.
+    pub fn run(
+        &self,
+        runtime: &str,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        args: &[&str],
+    ) -> CtrOutput {
+        let mut all = vec!["run", "--rm", "--runtime", runtime];
+        all.extend_from_slice(flags);
+        all.push(image);
+        all.push(id);
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
+    /// The same as [`Containerd::run`], in the background: for long-running tasks.
+    pub fn spawn_run(
+        &self,
+        runtime: &str,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<RunningCtr> {
+        let mut all = vec!["run", "--rm", "--runtime", runtime];
+        all.extend_from_slice(flags);
+        all.push(image);
+        all.push(id);
+        all.extend_from_slice(args);
+        let child = self
+            .ctr_command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(RunningCtr { child })
+    }
+
+    /// The status `ctr task ls` shows for `id` (`RUNNING`, `PAUSED`, `STOPPED`), if listed.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        let out = self.ctr(&["task", "ls"]);
+        out.stdout.lines().find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+        })
+    }
+
+    /// The task's pid, as `ctr task ls` shows it.
+    pub fn task_pid(&self, id: &str) -> Option<i32> {
+        let out = self.ctr(&["task", "ls"]);
+        out.stdout.lines().find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.first() == Some(&id) {
+                cols.get(1).and_then(|p| p.parse().ok())
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Waits until `ctr task ls` shows `id` with `status`.
+    pub fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.task_status(id);
+            if now.as_deref() == Some(status) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} did not become {status} (it is {now:?})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What a task `id` may have left behind: shim processes, mounts, cgroups, sandbox state,
+    /// and containerd containers, tasks and snapshots. Empty when it left nothing.
+    pub fn leftovers(&self, id: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for (pid, cmdline) in processes() {
+            if cmdline.contains(&self.socket().display().to_string())
+                && cmdline.contains(&format!("-id {id} "))
+            {
+                found.push(format!("process {pid}: {cmdline}"));
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines() {
+            if line.contains(&format!("/{id}/"))
+                || line.ends_with(&format!("/{id}"))
+                || line.contains(&format!("/{id} "))
+            {
+                found.push(format!("mount: {line}"));
+            }
+        }
+        for cgroup in cgroup_dirs(id) {
+            found.push(format!("cgroup {}", cgroup.display()));
+        }
+        let state = Path::new("/run/kwasi").join(NAMESPACE).join(id);
+        if state.exists() {
+            found.push(format!("sandbox state {}", state.display()));
+        }
+        for (what, args) in [
+            ("container", &["containers", "ls", "-q"][..]),
+            ("task", &["tasks", "ls", "-q"][..]),
+            ("snapshot", &["snapshots", "ls"][..]),
+        ] {
+            let out = self.ctr(args);
+            for line in out.stdout.lines() {
+                if line.split_whitespace().next() == Some(id) {
+                    found.push(format!("containerd {what}: {line}"));
+                }
+            }
+        }
+        found
+    }
+
+    /// Waits (a little: containerd tears a shim down asynchronously) until `id` has left
+    /// nothing behind, and returns what is still there otherwise.
+    pub fn wait_no_leftovers(&self, id: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.leftovers(id);
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Shims outlive containerd by design; end the ones this containerd started.
+        let socket = self.socket().display().to_string();
+        for (pid, cmdline) in processes() {
+            if cmdline.contains(&socket) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        unmount_below(self.dir.path());
+    }
+}
+
+/// A `ctr run` in the background.
+pub struct RunningCtr {
+    child: Child,
+}
+
+impl RunningCtr {
+    /// Waits for ctr to end, for at most `timeout`; kills it past that.
+    pub fn wait(mut self, timeout: Duration) -> Result<CtrOutput> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut stdout = String::new();
+                let mut stderr = String::new();
+                if let Some(mut s) = self.child.stdout.take() {
+                    s.read_to_string(&mut stdout)?;
+                }
+                if let Some(mut s) = self.child.stderr.take() {
+                    s.read_to_string(&mut stderr)?;
+                }
+                return Ok(CtrOutput {
+                    status: status.code().unwrap_or(-1),
+                    stdout,
+                    stderr,
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("ctr run did not end within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RunningCtr {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Every process's pid and command line (arguments joined by spaces, with a trailing space).
+pub fn processes() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let mut cmdline: String = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            cmdline.push(' ');
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+/// The cgroup directories of container `id` (containerd's path is `/<namespace>/<id>`), in
+/// every mounted hierarchy.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let root = Path::new("/sys/fs/cgroup");
+    let candidates = std::iter::once(root.to_path_buf()).chain(
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for hierarchy in candidates {
+        let dir = hierarchy.join(NAMESPACE).join(id);
+        if dir.exists() {
+            found.push(dir);
+        }
+    }
+    found
+}
+
+/// Unmounts (lazily) every mount point below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The namespace inode of `kind` (`pid`, `mnt`, ...) that process `pid` is in.
+pub fn namespace_of(pid: i32, kind: &str) -> Result<String> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))?;
+    Ok(link.display().to_string())
+}
