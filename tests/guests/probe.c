@@ -69,13 +69,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "grow")) {  // keep allocating and touching memory, 1 MiB at a time
+        void *volatile *chain = 0;  // keeps every block reachable, so none is optimised away
         for (long mib = 1;; mib++) {
-            char *p = malloc(1 << 20);
+            void *volatile *p = malloc(1 << 20);
             if (!p) {
                 printf("malloc failed after %ld MiB\n", mib);
                 return 3;
             }
-            memset(p, 1, 1 << 20);
+            for (size_t i = 0; i < (1 << 20) / sizeof *p; i += 512) p[i] = (void *)chain;
+            chain = p;
             if (mib % 16 == 0) {
                 printf("%ld MiB\n", mib);
                 fflush(stdout);

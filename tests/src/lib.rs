@@ -353,8 +353,25 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 }
 
+impl Containerd {
+    /// Kills and deletes every task and container still there (a test that failed half-way
+    /// leaves some), so that their shims clean up their sandboxes.
+    fn remove_everything(&self) {
+        for id in self.ctr(&["tasks", "ls", "-q"]).stdout.split_whitespace() {
+            self.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id]);
+        }
+        for id in self.ctr(&["tasks", "ls", "-q"]).stdout.split_whitespace() {
+            self.ctr(&["tasks", "delete", "--force", id]);
+        }
+        for id in self.ctr(&["containers", "ls", "-q"]).stdout.split_whitespace() {
+            self.ctr(&["containers", "delete", id]);
+        }
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
+        self.remove_everything();
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),

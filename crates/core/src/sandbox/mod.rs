@@ -11,7 +11,8 @@ mod stdio;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager};
+pub use libcgroups::stats::Stats;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
@@ -96,20 +97,31 @@ impl Sandbox {
 
     /// The pids of every process in the container's cgroup.
     pub fn pids(&self) -> Result<Vec<i32>> {
+        let pids = self
+            .cgroup()?
+            .get_all_pids()
+            .map_err(|e| anyhow!("listing the container's pids: {e}"))?;
+        Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+    }
+
+    /// The figures of the container's cgroup (CPU, memory, pids, block I/O, hugetlb).
+    pub fn stats(&self) -> Result<Stats> {
+        self.cgroup()?
+            .stats()
+            .map_err(|e| anyhow!("reading the container's cgroup: {e}"))
+    }
+
+    fn cgroup(&self) -> Result<AnyCgroupManager> {
         let spec = self
             .container
             .spec()
             .map_err(|e| anyhow!("reading the container's config: {e}"))?;
-        let manager = create_cgroup_manager(CgroupConfig {
+        create_cgroup_manager(CgroupConfig {
             cgroup_path: spec.cgroup_path,
             systemd_cgroup: self.container.systemd(),
             container_name: self.container.id().to_string(),
         })
-        .map_err(|e| anyhow!("opening the container's cgroup: {e}"))?;
-        let pids = manager
-            .get_all_pids()
-            .map_err(|e| anyhow!("listing the container's pids: {e}"))?;
-        Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+        .map_err(|e| anyhow!("opening the container's cgroup: {e}"))
     }
 
     /// Kills what is left of the container, removes its cgroup and state, and unmounts its

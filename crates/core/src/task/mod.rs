@@ -350,18 +350,12 @@ impl<E: Engine> Inner<E> {
 
     fn stats(&self, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         let task = self.task(&req.id)?;
-        let pid = {
-            let state = task.lock();
-            if state.exit.is_some() {
-                return Err(rpc_error(
-                    Code::NOT_FOUND,
-                    format!("task {}: process already finished", req.id),
-                ));
-            }
-            state.pid
-        };
-        let stats =
-            stats::cgroup_metrics(pid).map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
+        let state = task.lock();
+        let sandbox = state.sandbox.as_ref().ok_or_else(|| deleted(&req.id))?;
+        let stats = sandbox
+            .stats()
+            .and_then(|s| stats::to_metrics(&s))
+            .map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
         Ok(StatsResponse {
             stats: Some(stats).into(),
             ..Default::default()
