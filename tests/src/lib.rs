@@ -363,7 +363,11 @@ impl Containerd {
         for id in self.ctr(&["tasks", "ls", "-q"]).stdout.split_whitespace() {
             self.ctr(&["tasks", "delete", "--force", id]);
         }
-        for id in self.ctr(&["containers", "ls", "-q"]).stdout.split_whitespace() {
+        for id in self
+            .ctr(&["containers", "ls", "-q"])
+            .stdout
+            .split_whitespace()
+        {
             self.ctr(&["containers", "delete", id]);
         }
     }

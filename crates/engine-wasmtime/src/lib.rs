@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use kwasi_core::engine::{Engine, EngineError, WasmBytes, Workload};
-use wasmtime::{Linker, Module, Store};
+use wasmtime::{Linker, Module, Store, Trap};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -100,10 +100,17 @@ impl Engine for WasmtimeEngine {
             })?;
         match func.call(&mut store, ()) {
             Ok(()) => Ok(0),
-            Err(err) => match err.downcast_ref::<I32Exit>() {
-                Some(exit) => Ok(exit.0),
-                None => Err(EngineError::Trap(one_line(&err))),
-            },
+            Err(err) => {
+                if let Some(exit) = err.downcast_ref::<I32Exit>() {
+                    Ok(exit.0)
+                } else if let Some(trap) = err.downcast_ref::<Trap>() {
+                    let text = trap.to_string();
+                    let text = text.strip_prefix("wasm trap: ").unwrap_or(&text);
+                    Err(EngineError::Trap(text.to_string()))
+                } else {
+                    Err(EngineError::Trap(one_line(&err)))
+                }
+            }
         }
     }
 }
@@ -191,7 +198,10 @@ mod tests {
             )
             .unwrap();
         let err = engine.run(module, &workload("_start")).unwrap_err();
-        assert!(matches!(err, EngineError::Trap(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "wasm trap: wasm `unreachable` instruction executed"
+        );
         assert_eq!(err.exit_code(), 134);
     }
 }

@@ -156,16 +156,16 @@ fn build_container<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Conta
         .map_err(|e| anyhow!("{}", creation_error(&e)))
 }
 
-/// The most specific message in a libcontainer error chain: the reason the container process
-/// sent back (a missing file, an invalid module) rather than the layers that carried it.
+/// The reason in a libcontainer creation error: what the container process sent back (a missing
+/// file, an invalid module), without the layers of context that carried it.
 fn creation_error(err: &libcontainer::error::LibcontainerError) -> String {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        message = inner.to_string();
-        source = inner.source();
+    /// libcontainer's wording around an error the container process reports.
+    const CARRIER: &str = "error in executing process : ";
+    let message = err.to_string();
+    match message.rfind(CARRIER) {
+        Some(at) => message[at + CARRIER.len()..].trim().to_string(),
+        None => message,
     }
-    message
 }
 
 /// Removes what a failed or abandoned container left in `state_root`: its processes, cgroup
