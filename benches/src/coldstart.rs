@@ -1,1 +1,145 @@
-fn main() {}
+//! Cold start and idle footprint of kwasi's shim against runc, through a private containerd.
+//!
+//! For each of N rounds (alternating, in one run): `ctr run --rm` of the hello wasm image with
+//! `containerd-shim-wasmtime-v1`, and `ctr run --rm` of a static busybox `echo` image with
+//! runc. Prints the medians and their ratio. Then starts one idle (sleeping) container of each
+//! and reports how many processes it keeps alive and their total PSS, and how long a SIGTERM
+//! takes to end a sleeping wasm task.
+//!
+//! Usage: `coldstart [ROUNDS]` (default 20), after `cargo build --release --workspace`, as root.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kwasi_e2e::*;
+
+fn main() -> Result<()> {
+    let rounds: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse().context("ROUNDS must be a number")?,
+        None => 20,
+    };
+    let c = Containerd::start()?;
+    let wasm = c.import_wasm("kwasi.bench/hello", &guests_dir().join("probe.wasm"), &[])?;
+    let busybox = busybox_image(&c)?;
+
+    // One untimed run of each, so that both start from warm page caches.
+    check(&c.run(WASMTIME, &[], &wasm, "warm-wasm", &["/app.wasm", "hello"]), "hello from wasm")?;
+    check(&c.run(RUNC, &[], &busybox, "warm-runc", &["/bin/busybox", "echo", "hello"]), "hello")?;
+
+    let mut kwasi = Vec::new();
+    let mut runc = Vec::new();
+    for i in 0..rounds {
+        let t = Instant::now();
+        check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &["/app.wasm", "hello"]), "hello from wasm")?;
+        kwasi.push(t.elapsed());
+        let t = Instant::now();
+        check(&c.run(RUNC, &[], &busybox, &format!("r{i}"), &["/bin/busybox", "echo", "hello"]), "hello")?;
+        runc.push(t.elapsed());
+    }
+    let (mk, mr) = (median(&mut kwasi), median(&mut runc));
+    println!("cold start, ctr run --rm, median of {rounds} alternated runs:");
+    println!("  kwasi wasmtime (hello.wasm)  {:>7.1} ms", ms(mk));
+    println!("  runc (busybox echo)          {:>7.1} ms", ms(mr));
+    println!("  ratio kwasi / runc           {:>7.2}", mk.as_secs_f64() / mr.as_secs_f64());
+
+    println!("idle container (sleeping), processes kept alive and their total PSS:");
+    let (n, pss) = idle_footprint(&c, WASMTIME, &wasm, "idle-wasm", &["/app.wasm", "sleep"])?;
+    println!("  kwasi wasmtime  {n} processes, {:.2} MiB", pss as f64 / 1024.0);
+    let (n, pss) = idle_footprint(&c, RUNC, &busybox, "idle-runc", &["/bin/busybox", "sleep", "3600"])?;
+    println!("  runc            {n} processes, {:.2} MiB", pss as f64 / 1024.0);
+
+    let mut term = Vec::new();
+    for i in 0..rounds.min(10) {
+        term.push(sigterm_latency(&c, &wasm, &format!("term{i}"))?);
+    }
+    let n = term.len();
+    println!("SIGTERM to a sleeping wasm task until ctr run returns, median of {n}: {:.1} ms", ms(median(&mut term)));
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn check(out: &CtrOutput, expected: &str) -> Result<()> {
+    if out.status != 0 || out.stdout.trim() != expected {
+        bail!("unexpected run: {out:?}");
+    }
+    Ok(())
+}
+
+/// A static busybox image for runc, packed with `kwasi image build` (Debian's busybox-static).
+fn busybox_image(c: &Containerd) -> Result<String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        bail!("/bin/busybox is missing: apt-get install busybox-static");
+    }
+    c.import_wasm("kwasi.bench/busybox", busybox, &["--module-path", "/bin/busybox"])
+}
+
+/// Starts a sleeping container detached, and sums the PSS of its shim and container processes.
+fn idle_footprint(c: &Containerd, runtime: &str, image: &str, id: &str, args: &[&str]) -> Result<(usize, u64)> {
+    let mut cmd = vec!["run", "-d", "--runtime", runtime, image, id];
+    cmd.extend_from_slice(args);
+    let out = c.ctr(&cmd);
+    if out.status != 0 {
+        bail!("ctr run -d: {out:?}");
+    }
+    c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut pids: Vec<i32> = processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains(&format!("-id {id} ")) && cmdline.contains("containerd-shim"))
+        .map(|(pid, _)| pid)
+        .collect();
+    for dir in cgroup_dirs(id).iter().take(1) {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    pids.sort();
+    pids.dedup();
+    let pss: u64 = pids.iter().map(|pid| pss_kib(*pid)).sum();
+    c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.task_status(id).as_deref() != Some("STOPPED") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.ctr(&["task", "delete", id]);
+    c.ctr(&["container", "delete", id]);
+    Ok((pids.len(), pss))
+}
+
+/// A process's proportional set size in KiB.
+fn pss_kib(pid: i32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// How long a sleeping wasm task takes to end after `ctr task kill` (SIGTERM) is sent.
+fn sigterm_latency(c: &Containerd, image: &str, id: &str) -> Result<Duration> {
+    let run = c.spawn_run(WASMTIME, &[], image, id, &["/app.wasm", "sleep"])?;
+    c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
+    let sent = Instant::now();
+    let status = Command::new("ctr")
+        .args(["--address", &c.socket().display().to_string(), "-n", NAMESPACE, "task", "kill", id])
+        .status()?;
+    if !status.success() {
+        bail!("ctr task kill failed");
+    }
+    let out = run.wait(Duration::from_secs(30))?;
+    if out.status != 143 {
+        bail!("expected 143 after SIGTERM: {out:?}");
+    }
+    Ok(sent.elapsed())
+}

@@ -164,11 +164,12 @@ impl ImageRecipe {
     /// The image's one layer: an uncompressed tar of the module and the extra files, with
     /// the directories above them.
     fn layer(&self) -> Result<Vec<u8>> {
-        let mut entries = vec![(self.module.clone(), self.module_dest.clone())];
-        entries.extend(self.files.iter().cloned());
+        // The module is executable, so that the same recipe also packs a native entrypoint.
+        let mut entries = vec![(self.module.clone(), self.module_dest.clone(), 0o755)];
+        entries.extend(self.files.iter().map(|(src, dest)| (src.clone(), dest.clone(), 0o644)));
         let mut layer = tar::Builder::new(Vec::new());
         let mut dirs = std::collections::BTreeSet::new();
-        for (src, dest) in &entries {
+        for (src, dest, mode) in &entries {
             let Some(rel) = dest.strip_prefix('/') else {
                 bail!("path in the image must be absolute: {dest}");
             };
@@ -191,7 +192,7 @@ impl ImageRecipe {
                 }
             }
             let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-            append(&mut layer, rel, &data, 0o644)?;
+            append(&mut layer, rel, &data, *mode)?;
         }
         layer.into_inner().context("finishing the layer")
     }

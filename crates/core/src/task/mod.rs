@@ -157,6 +157,7 @@ impl<E: Engine> Inner<E> {
             log::error!("create {}: {e:#}", req.id);
             rpc_error(Code::FAILED_PRECONDITION, format!("{e:#}"))
         })?;
+        log::debug!("create {}: sandbox ready in {:?}", req.id, since.elapsed());
         let pid = sandbox.pid();
         let task = Arc::new(Task::new(req.id.clone(), req.bundle, stdio, sandbox));
         self.tasks().insert(req.id.clone(), Arc::clone(&task));
@@ -190,10 +191,12 @@ impl<E: Engine> Inner<E> {
         }
         let pid = state.pid;
         let sandbox = state.sandbox.as_mut().ok_or_else(|| deleted(&req.id))?;
+        let t0 = std::time::Instant::now();
         sandbox
             .start()
             .map_err(|e| rpc_error(Code::FAILED_PRECONDITION, format!("{e:#}")))?;
         state.status = Status::RUNNING;
+        log::debug!("start {}: started in {:?}", req.id, t0.elapsed());
         // Published while holding the task's lock, so that TaskExit cannot overtake it.
         self.events.started(&task, pid);
         Ok(StartResponse {
@@ -269,11 +272,13 @@ impl<E: Engine> Inner<E> {
             ));
         }
         let pid = state.pid;
+        let t0 = std::time::Instant::now();
         if let Some(sandbox) = state.sandbox.take() {
             if let Err(err) = sandbox.delete() {
                 log::warn!("delete {}: {err:#}", req.id);
             }
         }
+        log::debug!("delete {}: sandbox removed in {:?}", req.id, t0.elapsed());
         // A task deleted before it started never ran: it reports 137 like a killed one.
         if state.exit.is_none() {
             task.set_exited(&mut state, 128 + libc::SIGKILL);
