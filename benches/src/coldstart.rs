@@ -21,18 +21,20 @@ fn main() -> Result<()> {
         None => 20,
     };
     let c = Containerd::start()?;
-    let wasm = c.import_wasm("kwasi.bench/hello", &guests_dir().join("probe.wasm"), &[])?;
+    let hello = guests_dir().join("../../examples/hello/hello.wasm");
+    let wasm = c.import_wasm("kwasi.bench/hello", &hello, &[])?;
+    let probe = c.import_wasm("kwasi.bench/probe", &guests_dir().join("probe.wasm"), &[])?;
     let busybox = busybox_image(&c)?;
 
     // One untimed run of each, so that both start from warm page caches.
-    check(&c.run(WASMTIME, &[], &wasm, "warm-wasm", &["/app.wasm", "hello"]), "hello from wasm")?;
+    check(&c.run(WASMTIME, &[], &wasm, "warm-wasm", &[]), HELLO)?;
     check(&c.run(RUNC, &[], &busybox, "warm-runc", &["/bin/busybox", "echo", "hello"]), "hello")?;
 
     let mut kwasi = Vec::new();
     let mut runc = Vec::new();
     for i in 0..rounds {
         let t = Instant::now();
-        check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &["/app.wasm", "hello"]), "hello from wasm")?;
+        check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &[]), HELLO)?;
         kwasi.push(t.elapsed());
         let t = Instant::now();
         check(&c.run(RUNC, &[], &busybox, &format!("r{i}"), &["/bin/busybox", "echo", "hello"]), "hello")?;
@@ -45,19 +47,21 @@ fn main() -> Result<()> {
     println!("  ratio kwasi / runc           {:>7.2}", mk.as_secs_f64() / mr.as_secs_f64());
 
     println!("idle container (sleeping), processes kept alive and their total PSS:");
-    let (n, pss) = idle_footprint(&c, WASMTIME, &wasm, "idle-wasm", &["/app.wasm", "sleep"])?;
+    let (n, pss) = idle_footprint(&c, WASMTIME, &probe, "idle-wasm", &["/app.wasm", "sleep"])?;
     println!("  kwasi wasmtime  {n} processes, {:.2} MiB", pss as f64 / 1024.0);
     let (n, pss) = idle_footprint(&c, RUNC, &busybox, "idle-runc", &["/bin/busybox", "sleep", "3600"])?;
     println!("  runc            {n} processes, {:.2} MiB", pss as f64 / 1024.0);
 
     let mut term = Vec::new();
     for i in 0..rounds.min(10) {
-        term.push(sigterm_latency(&c, &wasm, &format!("term{i}"))?);
+        term.push(sigterm_latency(&c, &probe, &format!("term{i}"))?);
     }
     let n = term.len();
     println!("SIGTERM to a sleeping wasm task until ctr run returns, median of {n}: {:.1} ms", ms(median(&mut term)));
     Ok(())
 }
+
+const HELLO: &str = "Hello from WebAssembly, run by kwasi!";
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -16,8 +16,11 @@ use crate::engine::{Engine, Workload};
 /// the guest's exit code.
 pub(crate) struct WasmExecutor<E: Engine> {
     engine: E,
-    prepared: Arc<Mutex<Option<(Workload, E::Module)>>>,
+    prepared: Arc<Mutex<Option<Prepared<E>>>>,
 }
+
+/// What `validate` leaves for `exec`: the workload and its compiled module.
+type Prepared<E> = (Workload, <E as Engine>::Module);
 
 impl<E: Engine> Clone for WasmExecutor<E> {
     fn clone(&self) -> Self {
@@ -36,7 +39,7 @@ impl<E: Engine> WasmExecutor<E> {
         }
     }
 
-    fn prepare(&self, spec: &Spec) -> Result<(Workload, E::Module), String> {
+    fn prepare(&self, spec: &Spec) -> Result<Prepared<E>, String> {
         let workload = Workload::from_spec(spec).map_err(|e| e.to_string())?;
         let wasm = workload.read_module().map_err(|e| e.to_string())?;
         let module = self
