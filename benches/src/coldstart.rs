@@ -28,7 +28,16 @@ fn main() -> Result<()> {
 
     // One untimed run of each, so that both start from warm page caches.
     check(&c.run(WASMTIME, &[], &wasm, "warm-wasm", &[]), HELLO)?;
-    check(&c.run(RUNC, &[], &busybox, "warm-runc", &["/bin/busybox", "echo", "hello"]), "hello")?;
+    check(
+        &c.run(
+            RUNC,
+            &[],
+            &busybox,
+            "warm-runc",
+            &["/bin/busybox", "echo", "hello"],
+        ),
+        "hello",
+    )?;
 
     let mut kwasi = Vec::new();
     let mut runc = Vec::new();
@@ -37,27 +46,54 @@ fn main() -> Result<()> {
         check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &[]), HELLO)?;
         kwasi.push(t.elapsed());
         let t = Instant::now();
-        check(&c.run(RUNC, &[], &busybox, &format!("r{i}"), &["/bin/busybox", "echo", "hello"]), "hello")?;
+        check(
+            &c.run(
+                RUNC,
+                &[],
+                &busybox,
+                &format!("r{i}"),
+                &["/bin/busybox", "echo", "hello"],
+            ),
+            "hello",
+        )?;
         runc.push(t.elapsed());
     }
     let (mk, mr) = (median(&mut kwasi), median(&mut runc));
     println!("cold start, ctr run --rm, median of {rounds} alternated runs:");
     println!("  kwasi wasmtime (hello.wasm)  {:>7.1} ms", ms(mk));
     println!("  runc (busybox echo)          {:>7.1} ms", ms(mr));
-    println!("  ratio kwasi / runc           {:>7.2}", mk.as_secs_f64() / mr.as_secs_f64());
+    println!(
+        "  ratio kwasi / runc           {:>7.2}",
+        mk.as_secs_f64() / mr.as_secs_f64()
+    );
 
     println!("idle container (sleeping), processes kept alive and their total PSS:");
     let (n, pss) = idle_footprint(&c, WASMTIME, &probe, "idle-wasm", &["/app.wasm", "sleep"])?;
-    println!("  kwasi wasmtime  {n} processes, {:.2} MiB", pss as f64 / 1024.0);
-    let (n, pss) = idle_footprint(&c, RUNC, &busybox, "idle-runc", &["/bin/busybox", "sleep", "3600"])?;
-    println!("  runc            {n} processes, {:.2} MiB", pss as f64 / 1024.0);
+    println!(
+        "  kwasi wasmtime  {n} processes, {:.2} MiB",
+        pss as f64 / 1024.0
+    );
+    let (n, pss) = idle_footprint(
+        &c,
+        RUNC,
+        &busybox,
+        "idle-runc",
+        &["/bin/busybox", "sleep", "3600"],
+    )?;
+    println!(
+        "  runc            {n} processes, {:.2} MiB",
+        pss as f64 / 1024.0
+    );
 
     let mut term = Vec::new();
     for i in 0..rounds.min(10) {
         term.push(sigterm_latency(&c, &probe, &format!("term{i}"))?);
     }
     let n = term.len();
-    println!("SIGTERM to a sleeping wasm task until ctr run returns, median of {n}: {:.1} ms", ms(median(&mut term)));
+    println!(
+        "SIGTERM to a sleeping wasm task until ctr run returns, median of {n}: {:.1} ms",
+        ms(median(&mut term))
+    );
     Ok(())
 }
 
@@ -85,11 +121,21 @@ fn busybox_image(c: &Containerd) -> Result<String> {
     if !busybox.exists() {
         bail!("/bin/busybox is missing: apt-get install busybox-static");
     }
-    c.import_wasm("kwasi.bench/busybox", busybox, &["--module-path", "/bin/busybox"])
+    c.import_wasm(
+        "kwasi.bench/busybox",
+        busybox,
+        &["--module-path", "/bin/busybox"],
+    )
 }
 
 /// Starts a sleeping container detached, and sums the PSS of its shim and container processes.
-fn idle_footprint(c: &Containerd, runtime: &str, image: &str, id: &str, args: &[&str]) -> Result<(usize, u64)> {
+fn idle_footprint(
+    c: &Containerd,
+    runtime: &str,
+    image: &str,
+    id: &str,
+    args: &[&str],
+) -> Result<(usize, u64)> {
     let mut cmd = vec!["run", "-d", "--runtime", runtime, image, id];
     cmd.extend_from_slice(args);
     let out = c.ctr(&cmd);
@@ -100,7 +146,9 @@ fn idle_footprint(c: &Containerd, runtime: &str, image: &str, id: &str, args: &[
     std::thread::sleep(Duration::from_millis(500));
     let mut pids: Vec<i32> = processes()
         .into_iter()
-        .filter(|(_, cmdline)| cmdline.contains(&format!("-id {id} ")) && cmdline.contains("containerd-shim"))
+        .filter(|(_, cmdline)| {
+            cmdline.contains(&format!("-id {id} ")) && cmdline.contains("containerd-shim")
+        })
         .map(|(pid, _)| pid)
         .collect();
     for dir in cgroup_dirs(id).iter().take(1) {
@@ -136,7 +184,15 @@ fn sigterm_latency(c: &Containerd, image: &str, id: &str) -> Result<Duration> {
     c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
     let sent = Instant::now();
     let status = Command::new("ctr")
-        .args(["--address", &c.socket().display().to_string(), "-n", NAMESPACE, "task", "kill", id])
+        .args([
+            "--address",
+            &c.socket().display().to_string(),
+            "-n",
+            NAMESPACE,
+            "task",
+            "kill",
+            id,
+        ])
         .status()?;
     if !status.success() {
         bail!("ctr task kill failed");

@@ -111,6 +111,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
+            .env("KWASI_CACHE_DIR", d.join("cache"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -136,6 +137,36 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// containerd's gRPC socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")
+    }
+
+    /// The compile cache the shims of this containerd use (`KWASI_CACHE_DIR`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Every entry in the compile cache, with its inode number.
+    pub fn cache_entries(&self) -> Vec<(PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        for engine in std::fs::read_dir(self.cache_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for fp in std::fs::read_dir(engine.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for e in std::fs::read_dir(fp.path()).into_iter().flatten().flatten() {
+                    if let Ok(md) = e.metadata() {
+                        out.push((e.path(), md.ino()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// containerd's own log.

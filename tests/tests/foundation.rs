@@ -463,3 +463,57 @@ fn a_trapping_module_exits_non_zero_with_the_trap_on_stderr() {
     );
     assert_clean(&c, &id);
 }
+
+#[test]
+fn the_first_start_stores_the_compiled_module_and_later_starts_reuse_it() {
+    let (c, image) = with_probe(&[]);
+    assert!(c.cache_entries().is_empty());
+    let first = unique_id("cache-1");
+    assert_eq!(
+        c.run(RUNTIME, &[], &image, &first, &["/app.wasm", "hello"])
+            .status,
+        0
+    );
+    let stored = c.cache_entries();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let second = unique_id("cache-2");
+    let out = c.run(RUNTIME, &[], &image, &second, &["/app.wasm", "hello"]);
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (0, "hello from wasm\n"),
+        "{out:?}"
+    );
+    // The same file (same inode): the second start loaded it and did not store a new one.
+    assert_eq!(c.cache_entries(), stored);
+    assert_clean(&c, &first);
+    assert_clean(&c, &second);
+}
+
+#[test]
+fn a_corrupted_cache_entry_is_replaced_and_never_loaded() {
+    let (c, image) = with_probe(&[]);
+    let first = unique_id("corrupt-1");
+    assert_eq!(
+        c.run(RUNTIME, &[], &image, &first, &["/app.wasm", "hello"])
+            .status,
+        0
+    );
+    let (entry, inode) = c.cache_entries().pop().unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(&entry, bytes).unwrap();
+    let second = unique_id("corrupt-2");
+    let out = c.run(RUNTIME, &[], &image, &second, &["/app.wasm", "hello"]);
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (0, "hello from wasm\n"),
+        "{out:?}"
+    );
+    let after = c.cache_entries();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0].1, inode, "the damaged entry was not rebuilt");
+    assert_clean(&c, &first);
+    assert_clean(&c, &second);
+}

@@ -13,7 +13,10 @@ fn nothing_the_suite_started_is_left_running_or_mounted() {
     assert!(running.is_empty(), "still running: {running:#?}");
 
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mounted: Vec<_> = mountinfo.lines().filter(|l| l.contains(TMP_PREFIX)).collect();
+    let mounted: Vec<_> = mountinfo
+        .lines()
+        .filter(|l| l.contains(TMP_PREFIX))
+        .collect();
     assert!(mounted.is_empty(), "still mounted: {mounted:#?}");
 
     let mut cgroups = Vec::new();

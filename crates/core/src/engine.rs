@@ -42,6 +42,33 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// Instantiates `module`, calls the workload's entry function and returns the guest's exit
     /// code: the value passed to `proc_exit`, or 0 when the entry function returns.
     fn run(&self, module: Self::Module, workload: &Workload) -> Result<i32, EngineError>;
+
+    /// Identifies the engine's version and the configuration that shapes compiled code.
+    /// Artifacts from [`Engine::precompile`] are only handed back to an engine with the same
+    /// fingerprint. `None` (the default) means the engine cannot precompile: every start
+    /// calls [`Engine::prepare`].
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
+
+    /// Compiles `wasm` ahead of time to bytes that [`Engine::load_precompiled`] accepts.
+    fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+        let _ = wasm;
+        Err(EngineError::Other(format!(
+            "{} cannot precompile",
+            self.name()
+        )))
+    }
+
+    /// Loads bytes that [`Engine::precompile`] produced with the same fingerprint (the core
+    /// has checked their integrity) and checks that `entry` is an exported function.
+    fn load_precompiled(&self, compiled: &[u8], entry: &str) -> Result<Self::Module, EngineError> {
+        let _ = (compiled, entry);
+        Err(EngineError::Other(format!(
+            "{} cannot precompile",
+            self.name()
+        )))
+    }
 }
 
 /// The bytes of a WebAssembly module and where they came from.

@@ -166,7 +166,11 @@ impl ImageRecipe {
     fn layer(&self) -> Result<Vec<u8>> {
         // The module is executable, so that the same recipe also packs a native entrypoint.
         let mut entries = vec![(self.module.clone(), self.module_dest.clone(), 0o755)];
-        entries.extend(self.files.iter().map(|(src, dest)| (src.clone(), dest.clone(), 0o644)));
+        entries.extend(
+            self.files
+                .iter()
+                .map(|(src, dest)| (src.clone(), dest.clone(), 0o644)),
+        );
         let mut layer = tar::Builder::new(Vec::new());
         let mut dirs = std::collections::BTreeSet::new();
         for (src, dest, mode) in &entries {

@@ -11,6 +11,7 @@
 //! - [`workload`]: what to run, read from the OCI spec: module, entry function, args, env,
 //!   cwd, preopened directories;
 //! - [`engine`]: the [`Engine`](engine::Engine) trait a runtime crate implements;
+//! - [`cache`]: the node-local cache of compiled modules;
 //! - [`image`]: packing a module into an OCI image that `ctr images import` accepts.
 //!
 //! Exit statuses follow containerd's convention: the guest's exit code, or 128 + N when
@@ -18,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod engine;
 pub mod image;
 pub mod sandbox;

@@ -51,19 +51,36 @@ impl Engine for WasmtimeEngine {
         let engine = self.engine()?;
         let module = Module::new(engine, &wasm.bytes)
             .map_err(|e| EngineError::InvalidModule(one_line(&e)))?;
-        let is_entry = module
-            .get_export(entry)
-            .and_then(|e| e.func().cloned())
-            .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0);
-        if !is_entry {
-            return Err(EngineError::MissingExport {
-                name: entry.to_string(),
-            });
-        }
-        Ok(PreparedModule {
-            module,
-            entry: entry.to_string(),
-        })
+        checked_entry(module, entry)
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        let engine = self.engine().ok()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        // The hash covers the target, compiler flags, features, tunables and wasmtime's version.
+        Some(format!("wasmtime-{:016x}", hasher.finish()))
+    }
+
+    fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+        self.engine()?
+            .precompile_module(&wasm.bytes)
+            .map_err(|e| EngineError::InvalidModule(one_line(&e)))
+    }
+
+    fn load_precompiled(
+        &self,
+        compiled: &[u8],
+        entry: &str,
+    ) -> Result<PreparedModule, EngineError> {
+        // SAFETY: the core hands back only bytes that `precompile` produced with the same
+        // fingerprint, checked against their SHA-256; wasmtime also checks its version and
+        // configuration in the artifact's header.
+        let module = unsafe { Module::deserialize(self.engine()?, compiled) }.map_err(|e| {
+            EngineError::Other(format!("loading precompiled module: {}", one_line(&e)))
+        })?;
+        checked_entry(module, entry)
     }
 
     fn run(&self, prepared: PreparedModule, workload: &Workload) -> Result<i32, EngineError> {
@@ -113,6 +130,23 @@ impl Engine for WasmtimeEngine {
             }
         }
     }
+}
+
+/// `module`, once `entry` is known to be an exported `() -> ()` function.
+fn checked_entry(module: Module, entry: &str) -> Result<PreparedModule, EngineError> {
+    let is_entry = module
+        .get_export(entry)
+        .and_then(|e| e.func().cloned())
+        .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0);
+    if !is_entry {
+        return Err(EngineError::MissingExport {
+            name: entry.to_string(),
+        });
+    }
+    Ok(PreparedModule {
+        module,
+        entry: entry.to_string(),
+    })
 }
 
 /// An error chain on one line: the outermost message and its causes, without the wasm
@@ -186,6 +220,15 @@ mod tests {
         let err = engine.prepare(&bad, "_start").err().unwrap();
         assert!(matches!(err, EngineError::InvalidModule(_)), "{err}");
         assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn a_precompiled_module_loads_and_runs() {
+        let engine = WasmtimeEngine::default();
+        let compiled = engine.precompile(&wasm(EXIT_7)).unwrap();
+        let module = engine.load_precompiled(&compiled, "_start").unwrap();
+        assert_eq!(engine.run(module, &workload("_start")).unwrap(), 7);
+        assert!(engine.fingerprint().unwrap().starts_with("wasmtime-"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
+use crate::cache::CompileCache;
 use crate::engine::{Engine, Workload};
 
 /// Runs a wasm workload with engine `E` in the container process.
@@ -16,6 +17,7 @@ use crate::engine::{Engine, Workload};
 /// the guest's exit code.
 pub(crate) struct WasmExecutor<E: Engine> {
     engine: E,
+    cache: Option<Arc<CompileCache>>,
     prepared: Arc<Mutex<Option<Prepared<E>>>>,
 }
 
@@ -26,15 +28,17 @@ impl<E: Engine> Clone for WasmExecutor<E> {
     fn clone(&self) -> Self {
         Self {
             engine: self.engine.clone(),
+            cache: self.cache.clone(),
             prepared: Arc::clone(&self.prepared),
         }
     }
 }
 
 impl<E: Engine> WasmExecutor<E> {
-    pub(crate) fn new(engine: E) -> Self {
+    pub(crate) fn new(engine: E, cache: Option<Arc<CompileCache>>) -> Self {
         Self {
             engine,
+            cache,
             prepared: Arc::new(Mutex::new(None)),
         }
     }
@@ -42,16 +46,25 @@ impl<E: Engine> WasmExecutor<E> {
     fn prepare(&self, spec: &Spec) -> Result<Prepared<E>, String> {
         let workload = Workload::from_spec(spec).map_err(|e| e.to_string())?;
         let wasm = workload.read_module().map_err(|e| e.to_string())?;
-        let module = self
-            .engine
-            .prepare(&wasm, &workload.entry)
-            .map_err(|e| format!("{}: {e}", wasm.origin))?;
+        let module = match &self.cache {
+            Some(cache) => cache
+                .load_or_compile(&self.engine, &wasm, &workload.entry)
+                .map(|(module, outcome)| {
+                    log::debug!("{}: compile cache {outcome:?}", wasm.origin);
+                    module
+                }),
+            None => self.engine.prepare(&wasm, &workload.entry),
+        }
+        .map_err(|e| format!("{}: {e}", wasm.origin))?;
         Ok((workload, module))
     }
 }
 
 impl<E: Engine> Executor for WasmExecutor<E> {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // The container process inherits the shim's logger; keep compiler internals (cranelift
+        // logs every pass at debug level) out of the shim log even when containerd debugs.
+        log::set_max_level(log::LevelFilter::Info.min(log::max_level()));
         let prepared = self
             .prepare(spec)
             .map_err(ExecutorValidationError::ArgValidationError)?;

@@ -9,6 +9,7 @@ mod rootfs;
 mod stdio;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager};
@@ -18,6 +19,7 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 
+use crate::cache::CompileCache;
 use crate::engine::Engine;
 pub use rootfs::{unmount_rootfs, RootfsMount};
 pub use stdio::StdioPaths;
@@ -35,6 +37,8 @@ pub struct SandboxConfig {
     pub stdio: StdioPaths,
     /// Where libcontainer keeps the container's state (one directory per container below it).
     pub state_root: PathBuf,
+    /// The compile cache, when one could be opened.
+    pub cache: Option<Arc<CompileCache>>,
 }
 
 /// A created container: its process waits in the sandbox until [`Sandbox::start`].
@@ -141,7 +145,7 @@ fn build_container<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Conta
     std::fs::create_dir_all(&config.state_root)
         .with_context(|| format!("creating {}", config.state_root.display()))?;
     ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
-        .with_executor(executor::WasmExecutor::new(engine))
+        .with_executor(executor::WasmExecutor::new(engine, config.cache.clone()))
         .with_root_path(&config.state_root)
         .map_err(|e| anyhow!("{e}"))?
         .with_stdin(stdio.stdin)

@@ -34,6 +34,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Task as TaskApi};
 use nix::sys::signal::Signal;
 
+use crate::cache::CompileCache;
 use crate::engine::Engine;
 use crate::sandbox::{RootfsMount, Sandbox, SandboxConfig, StdioPaths};
 use events::Events;
@@ -47,6 +48,7 @@ pub struct TaskService<E: Engine> {
 struct Inner<E: Engine> {
     engine: E,
     state_root: PathBuf,
+    cache: Option<Arc<CompileCache>>,
     events: Events,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     exits: exits::ExitMonitor,
@@ -64,9 +66,17 @@ impl<E: Engine> TaskService<E> {
         publisher: RemotePublisher,
         shutdown: Arc<ExitSignal>,
     ) -> TaskService<E> {
+        let cache = match CompileCache::open(&CompileCache::root_from_env(), engine.name()) {
+            Ok(cache) => Some(Arc::new(cache)),
+            Err(err) => {
+                log::warn!("no compile cache: {err}");
+                None
+            }
+        };
         let inner = Arc::new(Inner {
             engine,
             state_root,
+            cache,
             events: Events::new(publisher, namespace.to_string()),
             tasks: Mutex::new(HashMap::new()),
             exits: exits::ExitMonitor::default(),
@@ -151,6 +161,7 @@ impl<E: Engine> Inner<E> {
                 .collect(),
             stdio: stdio.clone(),
             state_root: self.state_root.clone(),
+            cache: self.cache.clone(),
         };
         let since = self.exits.mark();
         let sandbox = Sandbox::create(self.engine.clone(), &config).map_err(|e| {

@@ -1,0 +1,411 @@
+//! The node-local compile cache.
+//!
+//! The first start of a module compiles it ahead of time ([`Engine::precompile`]) and stores
+//! the result; later starts load it ([`Engine::load_precompiled`]) without compiling.
+//!
+//! - Location: `$KWASI_CACHE_DIR` or `/var/lib/kwasi/cache`, then one directory per engine and
+//!   one per engine fingerprint (version and configuration): a new engine version or
+//!   configuration never sees old entries.
+//! - Key: the SHA-256 of the module's bytes, so the same module shipped in different images
+//!   is compiled once.
+//! - Entries are written to a temporary name and renamed into place, so a reader never sees
+//!   a half-written entry and concurrent first starts at worst compile twice. Each entry
+//!   carries the SHA-256 of its payload: a corrupted or truncated entry is detected, removed
+//!   and rebuilt, never loaded.
+//!
+//! The shim opens the cache directory; the container process, which compiles, reaches it
+//! through that descriptor after `pivot_root`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::{mkdirat, Mode};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{Engine, EngineError, WasmBytes};
+
+/// The default cache root.
+const DEFAULT_ROOT: &str = "/var/lib/kwasi/cache";
+/// The environment variable that overrides it.
+pub const CACHE_DIR_ENV: &str = "KWASI_CACHE_DIR";
+/// The first bytes of every entry.
+const MAGIC: &[u8; 8] = b"KWASIC1\n";
+
+/// A cache directory for one engine, open in the shim and usable after `pivot_root`.
+#[derive(Debug)]
+pub struct CompileCache {
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+/// Where a module came from: the cache, or a fresh compile (stored or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Loaded a stored entry.
+    Hit,
+    /// Compiled and stored.
+    Stored,
+    /// Compiled; the entry could not be stored (the reason is logged).
+    NotStored,
+}
+
+impl CompileCache {
+    /// The cache root from the environment, or the default.
+    pub fn root_from_env() -> PathBuf {
+        std::env::var_os(CACHE_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+    }
+
+    /// Opens (creating it) `<root>/<engine>`.
+    pub fn open(root: &Path, engine: &str) -> std::io::Result<CompileCache> {
+        let path = root.join(engine);
+        std::fs::create_dir_all(&path)?;
+        let dir = File::open(&path)?;
+        Ok(CompileCache {
+            dir: dir.into(),
+            path,
+        })
+    }
+
+    /// The directory, as the shim sees it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The compiled form of `wasm` for `engine`, from the cache or compiled now (and stored).
+    pub fn load_or_compile<E: Engine>(
+        &self,
+        engine: &E,
+        wasm: &WasmBytes,
+        entry: &str,
+    ) -> Result<(E::Module, Outcome), EngineError> {
+        let Some(fingerprint) = engine.fingerprint() else {
+            return Ok((engine.prepare(wasm, entry)?, Outcome::NotStored));
+        };
+        let subdir = match self.subdir(&fingerprint) {
+            Ok(fd) => fd,
+            Err(err) => {
+                log::warn!("compile cache {}: {err}", self.path.display());
+                return Ok((engine.prepare(wasm, entry)?, Outcome::NotStored));
+            }
+        };
+        let key = hex(&Sha256::digest(&wasm.bytes));
+        if let Some(payload) = read_entry(&subdir, &key) {
+            match engine.load_precompiled(&payload, entry) {
+                Ok(module) => return Ok((module, Outcome::Hit)),
+                Err(err @ EngineError::MissingExport { .. }) => return Err(err),
+                Err(err) => {
+                    log::warn!("compile cache: dropping entry {key}: {err}");
+                    let _ = nix::unistd::unlinkat(
+                        Some(subdir.as_raw_fd()),
+                        key.as_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    );
+                }
+            }
+        }
+        let compiled = engine.precompile(wasm)?;
+        let outcome = match write_entry(&subdir, &key, &compiled) {
+            Ok(()) => Outcome::Stored,
+            Err(err) => {
+                log::warn!(
+                    "compile cache {}: storing {key}: {err}",
+                    self.path.display()
+                );
+                Outcome::NotStored
+            }
+        };
+        Ok((engine.load_precompiled(&compiled, entry)?, outcome))
+    }
+
+    fn subdir(&self, fingerprint: &str) -> std::io::Result<OwnedFd> {
+        let name = sanitize(fingerprint);
+        match mkdirat(
+            Some(self.dir.as_raw_fd()),
+            name.as_str(),
+            Mode::from_bits_truncate(0o700),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let fd = openat(
+            Some(self.dir.as_raw_fd()),
+            name.as_str(),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// The payload of entry `key`, if present and intact; a damaged entry is removed.
+fn read_entry(dir: &OwnedFd, key: &str) -> Option<Vec<u8>> {
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        key,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut data = Vec::new();
+    if file.read_to_end(&mut data).is_err() {
+        return None;
+    }
+    match verify(&data) {
+        Some(payload) => Some(payload.to_vec()),
+        None => {
+            log::warn!("compile cache: entry {key} is damaged; rebuilding it");
+            let _ = nix::unistd::unlinkat(
+                Some(dir.as_raw_fd()),
+                key,
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            None
+        }
+    }
+}
+
+/// The payload of an entry whose header and checksum are right.
+fn verify(data: &[u8]) -> Option<&[u8]> {
+    let rest = data.strip_prefix(MAGIC.as_slice())?;
+    if rest.len() < 32 {
+        return None;
+    }
+    let (sum, payload) = rest.split_at(32);
+    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
+}
+
+/// Writes entry `key` under a temporary name and renames it into place.
+fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> {
+    let tmp = format!(
+        ".tmp-{key}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    );
+    let fd = openat(
+        Some(dir.as_raw_fd()),
+        tmp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let written = file
+        .write_all(MAGIC)
+        .and_then(|()| file.write_all(&Sha256::digest(payload)))
+        .and_then(|()| file.write_all(payload))
+        .and_then(|()| file.sync_data());
+    let renamed = written.and_then(|()| {
+        renameat(
+            Some(dir.as_raw_fd()),
+            tmp.as_str(),
+            Some(dir.as_raw_fd()),
+            key,
+        )
+        .map_err(Into::into)
+    });
+    if renamed.is_err() {
+        let _ = nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+    renamed
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fingerprint as a single safe path component.
+fn sanitize(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// An engine whose "compiled form" is the module reversed, counting compiles.
+    #[derive(Clone, Default)]
+    struct Fake {
+        compiles: Arc<AtomicUsize>,
+        version: &'static str,
+    }
+
+    impl Engine for Fake {
+        type Module = Vec<u8>;
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn prepare(&self, wasm: &WasmBytes, _entry: &str) -> Result<Vec<u8>, EngineError> {
+            Ok(wasm.bytes.clone())
+        }
+        fn run(&self, _: Vec<u8>, _: &crate::engine::Workload) -> Result<i32, EngineError> {
+            Ok(0)
+        }
+        fn fingerprint(&self) -> Option<String> {
+            Some(format!("fake/{}", self.version))
+        }
+        fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+            self.compiles.fetch_add(1, Ordering::SeqCst);
+            Ok(wasm.bytes.iter().rev().copied().collect())
+        }
+        fn load_precompiled(&self, compiled: &[u8], _entry: &str) -> Result<Vec<u8>, EngineError> {
+            Ok(compiled.iter().rev().copied().collect())
+        }
+    }
+
+    fn wasm(bytes: &[u8]) -> WasmBytes {
+        WasmBytes {
+            origin: "/m.wasm".into(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn entries(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for dir in std::fs::read_dir(root.join("fake")).unwrap().flatten() {
+            for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_second_start_loads_without_compiling() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let engine = Fake::default();
+        let (m, o) = cache
+            .load_or_compile(&engine, &wasm(b"abc"), "_start")
+            .unwrap();
+        assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Stored));
+        let (m, o) = cache
+            .load_or_compile(&engine, &wasm(b"abc"), "_start")
+            .unwrap();
+        assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Hit));
+        assert_eq!(engine.compiles.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_new_fingerprint_does_not_see_old_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let old = Fake {
+            version: "1",
+            ..Default::default()
+        };
+        let new = Fake {
+            version: "2",
+            ..Default::default()
+        };
+        cache
+            .load_or_compile(&old, &wasm(b"abc"), "_start")
+            .unwrap();
+        let (_, o) = cache
+            .load_or_compile(&new, &wasm(b"abc"), "_start")
+            .unwrap();
+        assert_eq!(o, Outcome::Stored);
+    }
+
+    #[test]
+    fn a_corrupted_entry_is_detected_removed_and_rebuilt() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let engine = Fake::default();
+        cache
+            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
+            .unwrap();
+        let entry = entries(root.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&entry, bytes).unwrap();
+        let (m, o) = cache
+            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
+            .unwrap();
+        assert_eq!((m.as_slice(), o), (&b"abcdef"[..], Outcome::Stored));
+        assert_eq!(engine.compiles.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_truncated_entry_is_rebuilt() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let engine = Fake::default();
+        cache
+            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
+            .unwrap();
+        let entry = entries(root.path()).pop().unwrap();
+        let bytes = std::fs::read(&entry).unwrap();
+        std::fs::write(&entry, &bytes[..bytes.len() / 2]).unwrap();
+        let (_, o) = cache
+            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
+            .unwrap();
+        assert_eq!(o, Outcome::Stored);
+    }
+
+    #[test]
+    fn concurrent_first_starts_leave_one_whole_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(CompileCache::open(root.path(), "fake").unwrap());
+        let engine = Fake::default();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, engine) = (Arc::clone(&cache), engine.clone());
+                std::thread::spawn(move || {
+                    cache
+                        .load_or_compile(&engine, &wasm(b"xyz"), "_start")
+                        .unwrap()
+                        .0
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), b"xyz");
+        }
+        let files = entries(root.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(verify(&std::fs::read(&files[0]).unwrap()).is_some());
+    }
+
+    #[test]
+    fn an_unwritable_cache_still_compiles() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let engine = Fake::default();
+        let sub = root.path().join("fake").join("fake_");
+        std::fs::create_dir_all(&sub).unwrap();
+        // A file where the fingerprint directory should be: nothing can be stored.
+        std::fs::remove_dir(&sub).unwrap();
+        std::fs::write(&sub, b"").unwrap();
+        let (m, o) = cache
+            .load_or_compile(&engine, &wasm(b"abc"), "_start")
+            .unwrap();
+        assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::NotStored));
+    }
+}
