@@ -48,7 +48,10 @@ fn main() -> Result<()> {
         check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &[]), HELLO)?;
         kwasi.push(t.elapsed());
         let t = Instant::now();
-        check(&c.run(RUNC, &[], &busybox, &format!("r{i}"), &echo), "hello")?;
+        check(
+            &c.run(RUNC, &[], &busybox, &format!("r{i}"), &echo),
+            "hello",
+        )?;
         runc.push(t.elapsed());
         // The module's first start on this node: nothing in the compile cache.
         std::fs::remove_dir_all(c.cache_dir()).ok();
@@ -59,7 +62,10 @@ fn main() -> Result<()> {
     let (mk, mu, mr) = (median(&mut kwasi), median(&mut uncached), median(&mut runc));
     let ratio = |d: Duration| d.as_secs_f64() / mr.as_secs_f64();
     println!("cold start, ctr run --rm, median of {rounds} alternated runs:");
-    println!("  runc (busybox echo)                        {:>7.1} ms", ms(mr));
+    println!(
+        "  runc (busybox echo)                        {:>7.1} ms",
+        ms(mr)
+    );
     println!(
         "  kwasi wasmtime, module compiled before     {:>7.1} ms  {:.2} x runc",
         ms(mk),
@@ -73,7 +79,10 @@ fn main() -> Result<()> {
 
     // The idle container runs a module that ran before (its compiled form is cached), as a
     // restarted or scaled-out pod does.
-    check(&c.run(WASMTIME, &[], &probe, "warm-probe", &["/app.wasm", "hello"]), "hello from wasm")?;
+    check(
+        &c.run(WASMTIME, &[], &probe, "warm-probe", &["/app.wasm", "hello"]),
+        "hello from wasm",
+    )?;
     println!("idle container (sleeping), processes kept alive and their total PSS:");
     let (n, pss) = idle_footprint(&c, WASMTIME, &probe, "idle-wasm", &["/app.wasm", "sleep"])?;
     println!(

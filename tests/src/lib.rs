@@ -261,12 +261,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         id: &str,
         args: &[&str],
     ) -> CtrOutput {
-        let mut all = vec!["run", "--rm", "--runtime", runtime];
-        all.extend_from_slice(flags);
-        all.push(image);
-        all.push(id);
-        all.extend_from_slice(args);
-        self.ctr(&all)
+        self.ctr(&run_args(runtime, flags, image, id, args))
     }
 
     /// The same as [`Containerd::run`], in the background: for long-running tasks.
@@ -278,39 +273,34 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         id: &str,
         args: &[&str],
     ) -> Result<RunningCtr> {
-        let mut all = vec!["run", "--rm", "--runtime", runtime];
-        all.extend_from_slice(flags);
-        all.push(image);
-        all.push(id);
-        all.extend_from_slice(args);
         let child = self
-            .ctr_command(&all)
+            .ctr_command(&run_args(runtime, flags, image, id, args))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
         Ok(RunningCtr { child })
     }
 
-    /// The status `ctr task ls` shows for `id` (`RUNNING`, `PAUSED`, `STOPPED`), if listed.
-    pub fn task_status(&self, id: &str) -> Option<String> {
+    /// The pid and status (`RUNNING`, `PAUSED`, `STOPPED`) `ctr task ls` shows for `id`.
+    fn task_row(&self, id: &str) -> Option<(Option<i32>, String)> {
         let out = self.ctr(&["task", "ls"]);
         out.stdout.lines().find_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.get(2).unwrap_or(&"").to_string())
+            (cols.first() == Some(&id)).then(|| {
+                let pid = cols.get(1).and_then(|p| p.parse().ok());
+                (pid, cols.get(2).unwrap_or(&"").to_string())
+            })
         })
+    }
+
+    /// The status `ctr task ls` shows for `id`, if listed.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        self.task_row(id).map(|(_, status)| status)
     }
 
     /// The task's pid, as `ctr task ls` shows it.
     pub fn task_pid(&self, id: &str) -> Option<i32> {
-        let out = self.ctr(&["task", "ls"]);
-        out.stdout.lines().find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.first() == Some(&id) {
-                cols.get(1).and_then(|p| p.parse().ok())
-            } else {
-                None
-            }
-        })
+        self.task_row(id).and_then(|(pid, _)| pid)
     }
 
     /// Waits until `ctr task ls` shows `id` with `status`.
@@ -434,6 +424,22 @@ impl Drop for Containerd {
         }
         unmount_below(self.dir.path());
     }
+}
+
+/// The arguments of `ctr run --rm --runtime RUNTIME FLAGS... IMAGE ID ARGS...`.
+fn run_args<'a>(
+    runtime: &'a str,
+    flags: &[&'a str],
+    image: &'a str,
+    id: &'a str,
+    args: &[&'a str],
+) -> Vec<&'a str> {
+    let mut all = vec!["run", "--rm", "--runtime", runtime];
+    all.extend_from_slice(flags);
+    all.push(image);
+    all.push(id);
+    all.extend_from_slice(args);
+    all
 }
 
 /// A `ctr run` in the background.

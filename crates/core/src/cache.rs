@@ -332,8 +332,8 @@ mod tests {
         assert_eq!(o, Outcome::Stored);
     }
 
-    #[test]
-    fn a_corrupted_entry_is_detected_removed_and_rebuilt() {
+    /// A cache holding one entry (for `abcdef`), and that entry's path.
+    fn one_entry() -> (tempfile::TempDir, CompileCache, Fake, PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let cache = CompileCache::open(root.path(), "fake").unwrap();
         let engine = Fake::default();
@@ -341,6 +341,12 @@ mod tests {
             .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
             .unwrap();
         let entry = entries(root.path()).pop().unwrap();
+        (root, cache, engine, entry)
+    }
+
+    #[test]
+    fn a_corrupted_entry_is_detected_removed_and_rebuilt() {
+        let (_root, cache, engine, entry) = one_entry();
         let mut bytes = std::fs::read(&entry).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
@@ -354,13 +360,7 @@ mod tests {
 
     #[test]
     fn a_truncated_entry_is_rebuilt() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = CompileCache::open(root.path(), "fake").unwrap();
-        let engine = Fake::default();
-        cache
-            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
-            .unwrap();
-        let entry = entries(root.path()).pop().unwrap();
+        let (_root, cache, engine, entry) = one_entry();
         let bytes = std::fs::read(&entry).unwrap();
         std::fs::write(&entry, &bytes[..bytes.len() / 2]).unwrap();
         let (_, o) = cache

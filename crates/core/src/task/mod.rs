@@ -328,39 +328,34 @@ impl<E: Engine> Inner<E> {
         })
     }
 
-    fn pause(&self, req: PauseRequest) -> ttrpc::Result<Empty> {
-        let task = self.task(&req.id)?;
+    /// Freezes (`pause`) or thaws a task's processes, and publishes TaskPaused/TaskResumed.
+    fn freeze(&self, id: &str, pause: bool) -> ttrpc::Result<Empty> {
+        let (from, to, needed) = if pause {
+            (Status::RUNNING, Status::PAUSED, "running")
+        } else {
+            (Status::PAUSED, Status::RUNNING, "paused")
+        };
+        let task = self.task(id)?;
         let mut state = task.lock();
-        if state.status != Status::RUNNING {
+        if state.status != from {
             return Err(rpc_error(
                 Code::FAILED_PRECONDITION,
-                format!("task {} is not running", req.id),
+                format!("task {id} is not {needed}"),
             ));
         }
-        let sandbox = state.sandbox.as_mut().ok_or_else(|| deleted(&req.id))?;
-        sandbox
-            .pause()
-            .map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
-        state.status = Status::PAUSED;
-        self.events.paused(&task);
-        Ok(Empty::new())
-    }
-
-    fn resume(&self, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        let task = self.task(&req.id)?;
-        let mut state = task.lock();
-        if state.status != Status::PAUSED {
-            return Err(rpc_error(
-                Code::FAILED_PRECONDITION,
-                format!("task {} is not paused", req.id),
-            ));
+        let sandbox = state.sandbox.as_mut().ok_or_else(|| deleted(id))?;
+        let done = if pause {
+            sandbox.pause()
+        } else {
+            sandbox.resume()
+        };
+        done.map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
+        state.status = to;
+        if pause {
+            self.events.paused(&task);
+        } else {
+            self.events.resumed(&task);
         }
-        let sandbox = state.sandbox.as_mut().ok_or_else(|| deleted(&req.id))?;
-        sandbox
-            .resume()
-            .map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
-        state.status = Status::RUNNING;
-        self.events.resumed(&task);
         Ok(Empty::new())
     }
 
@@ -444,11 +439,11 @@ impl<E: Engine> TaskApi for TaskService<E> {
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        self.inner.pause(req)
+        self.inner.freeze(&req.id, true)
     }
 
     fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        self.inner.resume(req)
+        self.inner.freeze(&req.id, false)
     }
 
     fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
