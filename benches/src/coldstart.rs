@@ -83,23 +83,22 @@ fn main() -> Result<()> {
         &c.run(WASMTIME, &[], &probe, "warm-probe", &["/app.wasm", "hello"]),
         "hello from wasm",
     )?;
-    println!("idle container (sleeping), processes kept alive and their total PSS:");
-    let (n, pss) = idle_footprint(&c, WASMTIME, &probe, "idle-wasm", &["/app.wasm", "sleep"])?;
-    println!(
-        "  kwasi wasmtime  {n} processes, {:.2} MiB",
-        pss as f64 / 1024.0
-    );
-    let (n, pss) = idle_footprint(
-        &c,
-        RUNC,
-        &busybox,
-        "idle-runc",
-        &["/bin/busybox", "sleep", "3600"],
-    )?;
-    println!(
-        "  runc            {n} processes, {:.2} MiB",
-        pss as f64 / 1024.0
-    );
+    println!("idle containers (sleeping): processes each keeps alive, PSS per container:");
+    let busybox_sleep = ["/bin/busybox", "sleep", "3600"];
+    for count in [1, 10] {
+        let (n, pss) = idle_footprint(
+            &c,
+            WASMTIME,
+            &probe,
+            "idle-wasm",
+            &["/app.wasm", "sleep"],
+            count,
+        )?;
+        let kwasi = pss as f64 / 1024.0;
+        let (m, pss) = idle_footprint(&c, RUNC, &busybox, "idle-runc", &busybox_sleep, count)?;
+        let runc = pss as f64 / 1024.0;
+        println!("  {count:>2} running: kwasi {n} processes, {kwasi:.2} MiB; runc {m} processes, {runc:.2} MiB");
+    }
 
     let mut term = Vec::new();
     for i in 0..rounds.min(10) {
@@ -144,44 +143,57 @@ fn busybox_image(c: &Containerd) -> Result<String> {
     )
 }
 
-/// Starts a sleeping container detached, and sums the PSS of its shim and container processes.
+/// Starts `count` sleeping containers detached, and returns the processes each keeps alive
+/// (shim and container processes) and their total PSS in KiB divided by `count`: with more
+/// than one, pages the containers share (the shim binary's code) are divided among them, as
+/// on a node running many.
 fn idle_footprint(
     c: &Containerd,
     runtime: &str,
     image: &str,
     id: &str,
     args: &[&str],
+    count: usize,
 ) -> Result<(usize, u64)> {
-    let mut cmd = vec!["run", "-d", "--runtime", runtime, image, id];
-    cmd.extend_from_slice(args);
-    let out = c.ctr(&cmd);
-    if out.status != 0 {
-        bail!("ctr run -d: {out:?}");
+    let ids: Vec<String> = (0..count).map(|i| format!("{id}-{i}")).collect();
+    for id in &ids {
+        let mut cmd = vec!["run", "-d", "--runtime", runtime, image, id];
+        cmd.extend_from_slice(args);
+        let out = c.ctr(&cmd);
+        if out.status != 0 {
+            bail!("ctr run -d: {out:?}");
+        }
+        c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
     }
-    c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
     std::thread::sleep(Duration::from_millis(500));
-    let mut pids: Vec<i32> = processes()
-        .into_iter()
-        .filter(|(_, cmdline)| {
-            cmdline.contains(&format!("-id {id} ")) && cmdline.contains("containerd-shim")
-        })
-        .map(|(pid, _)| pid)
-        .collect();
-    for dir in cgroup_dirs(id).iter().take(1) {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    let mut pids: Vec<i32> = Vec::new();
+    for id in &ids {
+        pids.extend(
+            processes()
+                .into_iter()
+                .filter(|(_, cmdline)| {
+                    cmdline.contains(&format!("-id {id} ")) && cmdline.contains("containerd-shim")
+                })
+                .map(|(pid, _)| pid),
+        );
+        for dir in cgroup_dirs(id).iter().take(1) {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
     }
     pids.sort();
     pids.dedup();
     let pss: u64 = pids.iter().map(|pid| pss_kib(*pid)).sum();
-    c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.task_status(id).as_deref() != Some("STOPPED") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    for id in &ids {
+        c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.task_status(id).as_deref() != Some("STOPPED") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.ctr(&["task", "delete", id]);
+        c.ctr(&["container", "delete", id]);
     }
-    c.ctr(&["task", "delete", id]);
-    c.ctr(&["container", "delete", id]);
-    Ok((pids.len(), pss))
+    Ok((pids.len() / count, pss / count as u64))
 }
 
 /// A process's proportional set size in KiB.

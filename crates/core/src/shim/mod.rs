@@ -69,34 +69,40 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
         }
     }
 
-    /// Spawns the server, one per pod under Kubernetes (grouped by sandbox id), one per
-    /// container otherwise. containerd runs this in the bundle directory.
+    /// Starts the server, one per pod under Kubernetes (grouped by sandbox id), one per
+    /// container otherwise, and returns its address. containerd runs this in the bundle
+    /// directory.
+    ///
+    /// With the reply protocol of containerd before 2.3 (a bare address on stdout), the
+    /// server is this process forked, not the binary executed again: containerd reads our
+    /// stdout until every holder closes it, and the server closes its copy once it listens.
+    /// With 2.3's bootstrap protocol, containerd-shim's spawn and reply are used.
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let grouping = Spec::load("config.json")
             .ok()
             .and_then(|spec| spec.annotations().clone())
             .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
             .unwrap_or_else(|| opts.id.clone());
-        let legacy = opts.containerd_version.is_empty();
-        let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
-        write_address(&address)?;
-        if legacy {
-            // containerd before 2.3 reads the reply as a bare address; 1.6 cannot parse the
-            // JSON reply containerd-shim would print. Every version accepts the bare form.
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(address.as_bytes())
-                .and_then(|()| stdout.flush());
-            match written {
-                Ok(()) => std::process::exit(0),
-                Err(err) => {
-                    return Err(containerd_shim::Error::Other(format!(
-                        "writing the shim address: {err}"
-                    )))
-                }
-            }
+        if !opts.containerd_version.is_empty() {
+            let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
+            write_address(&address)?;
+            return Ok(address);
         }
-        Ok(address)
+        let address = opts.socket_address(&grouping);
+        write_address(&address)?;
+        serve::fork_server::<E>(&opts, &address)
+            .map_err(|e| containerd_shim::Error::Other(format!("starting the shim server: {e:#}")))?;
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout
+            .write_all(address.as_bytes())
+            .and_then(|()| stdout.flush());
+        match written {
+            // containerd-shim would print its JSON reply after we return: 1.6 cannot parse it.
+            Ok(()) => std::process::exit(0),
+            Err(err) => Err(containerd_shim::Error::Other(format!(
+                "writing the shim address: {err}"
+            ))),
+        }
     }
 
     /// Cleans up after a server that died: kills what is left of the container, removes its

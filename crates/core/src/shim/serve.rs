@@ -15,7 +15,9 @@ use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::{self, Server};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
-use containerd_shim::{ExitSignal, Flags};
+use containerd_shim::{ExitSignal, Flags, StartOpts};
+use nix::unistd::ForkResult;
+use std::os::fd::AsRawFd;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -26,6 +28,58 @@ use crate::task::TaskService;
 
 const TASK_V3: &str = "/containerd.task.v3.Task/";
 const TASK_V2: &str = "/containerd.task.v2.Task/";
+
+/// Forks the server off the `start` process (which has no thread yet, so forking is safe):
+/// the child detaches into its own session, serves on `address` and exits when containerd
+/// shuts it down; the parent returns at once.
+pub(super) fn fork_server<E: Engine + Default>(opts: &StartOpts, address: &str) -> Result<()> {
+    let mut args = vec![
+        "-namespace",
+        opts.namespace.as_str(),
+        "-id",
+        opts.id.as_str(),
+        "-address",
+        opts.address.as_str(),
+        "-socket",
+        address,
+    ];
+    if opts.debug {
+        args.push("-debug");
+    }
+    let flags = containerd_shim::parse(&args).map_err(|e| anyhow!("{e}"))?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    // SAFETY: the start process is single-threaded here; the child only continues with
+    // ordinary code and exits without returning into the caller.
+    match unsafe { nix::unistd::fork() }.context("forking the shim server")? {
+        ForkResult::Parent { .. } => Ok(()),
+        ForkResult::Child => {
+            let _ = nix::unistd::setsid();
+            // stdout stays containerd's pipe until the server listens (see `close_stdout`).
+            // SAFETY: dup2 onto our own standard descriptors.
+            unsafe {
+                libc::dup2(devnull.as_raw_fd(), libc::STDIN_FILENO);
+                libc::dup2(devnull.as_raw_fd(), libc::STDERR_FILENO);
+            }
+            drop(devnull);
+            if !opts.ttrpc_address.is_empty() {
+                // SAFETY: single-threaded child, before any thread is spawned.
+                unsafe { std::env::set_var("TTRPC_ADDRESS", &opts.ttrpc_address) };
+            }
+            let code = match serve::<E>(&flags) {
+                Ok(()) => 0,
+                Err(err) => {
+                    log::error!("shim server: {err:#}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
 
 /// Serves the task API on `flags.socket` until containerd calls `shutdown` with no task left.
 pub(super) fn serve<E: Engine + Default>(flags: &Flags) -> Result<()> {
