@@ -517,3 +517,46 @@ fn a_corrupted_cache_entry_is_replaced_and_never_loaded() {
     assert_clean(&c, &first);
     assert_clean(&c, &second);
 }
+
+#[test]
+fn containerd_receives_create_start_exit_delete_events_in_order() {
+    use std::io::Read;
+    let (c, image) = with_probe(&[]);
+    let mut events = c
+        .ctr_command(&["events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let id = unique_id("events");
+    let out = c.run(RUNTIME, &[], &image, &id, &["/app.wasm", "exit", "3"]);
+    assert_eq!(out.status, 3, "{out:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    events.kill().unwrap();
+    let mut text = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    events.wait().unwrap();
+    let topics: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("\"{id}\"")) && l.contains("/tasks/"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{text}"
+    );
+    let exit = text.lines().find(|l| l.contains("/tasks/exit")).unwrap();
+    assert!(exit.contains("\"exit_status\":3"), "{exit}");
+    assert_clean(&c, &id);
+}

@@ -90,8 +90,9 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
         }
         let address = opts.socket_address(&grouping);
         write_address(&address)?;
-        serve::fork_server::<E>(&opts, &address)
-            .map_err(|e| containerd_shim::Error::Other(format!("starting the shim server: {e:#}")))?;
+        serve::fork_server::<E>(&opts, &address).map_err(|e| {
+            containerd_shim::Error::Other(format!("starting the shim server: {e:#}"))
+        })?;
         let mut stdout = std::io::stdout().lock();
         let written = stdout
             .write_all(address.as_bytes())

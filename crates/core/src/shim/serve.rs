@@ -16,11 +16,11 @@ use containerd_shim::protos::ttrpc::{self, Server};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
 use containerd_shim::{ExitSignal, Flags, StartOpts};
-use nix::unistd::ForkResult;
-use std::os::fd::AsRawFd;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::ForkResult;
 use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
 
 use super::state_root;
 use crate::engine::Engine;

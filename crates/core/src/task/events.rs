@@ -1,37 +1,73 @@
 //! Task events published to containerd: create, start, exit, delete, paused, resumed.
 
+use std::sync::{mpsc, Mutex};
+
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
 };
+use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::ttrpc::context;
 use containerd_shim::publisher::RemotePublisher;
 
 use super::process::{Exit, Task};
 
-/// Sends events to containerd's event service for one namespace. A failed publish is logged:
-/// the task goes on, containerd learns the state from `state` and `wait`.
+/// Sends events to containerd's event service for one namespace.
+///
+/// Events are queued, in order, to one thread that publishes them, so that no task call
+/// waits for containerd to take its event. A failed publish is logged: the task goes on, and
+/// containerd learns the state from `state` and `wait`.
 pub(crate) struct Events {
-    publisher: RemotePublisher,
-    namespace: String,
+    queue: Mutex<mpsc::Sender<Queued>>,
+}
+
+enum Queued {
+    Event(Box<dyn Event + Send>),
+    /// Answered once every event queued before it has been published.
+    Flush(mpsc::Sender<()>),
 }
 
 impl Events {
     pub(crate) fn new(publisher: RemotePublisher, namespace: String) -> Events {
+        let (queue, items) = mpsc::channel::<Queued>();
+        std::thread::spawn(move || {
+            for item in items {
+                match item {
+                    Queued::Event(event) => {
+                        let topic = event.topic();
+                        let ctx = context::with_timeout(5_000_000_000);
+                        let message: Box<dyn MessageDyn> = event;
+                        if let Err(err) = publisher.publish(ctx, &topic, &namespace, message) {
+                            log::warn!("publishing {topic}: {err}");
+                        }
+                    }
+                    Queued::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
         Events {
-            publisher,
-            namespace,
+            queue: Mutex::new(queue),
         }
     }
 
-    fn send<E: Event + 'static>(&self, event: E) {
-        let topic = event.topic();
-        let ctx = context::with_timeout(5_000_000_000);
-        if let Err(err) = self
-            .publisher
-            .publish(ctx, &topic, &self.namespace, Box::new(event))
-        {
-            log::warn!("publishing {topic}: {err}");
+    fn enqueue(&self, item: Queued) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.send(item).is_ok()
+    }
+
+    fn send<E: Event + Send + 'static>(&self, event: E) {
+        if !self.enqueue(Queued::Event(Box::new(event))) {
+            log::warn!("the event publisher has stopped");
+        }
+    }
+
+    /// Waits (up to 10 s) until every event queued so far has been published.
+    pub(crate) fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.enqueue(Queued::Flush(done)) {
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
         }
     }
 

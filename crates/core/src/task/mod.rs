@@ -388,6 +388,8 @@ impl<E: Engine> Inner<E> {
 
     fn shutdown(&self, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
         if self.tasks().is_empty() {
+            // Events are published from a queue: let containerd have them all before we go.
+            self.events.flush();
             self.shutdown.signal();
         }
         Ok(Empty::new())
