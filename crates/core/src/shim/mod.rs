@@ -35,7 +35,7 @@ pub fn run<E: Engine + Default>(runtime_id: &str) {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     match containerd_shim::parse(&args) {
         Ok(flags) if flags.action.is_empty() && !flags.info && !flags.version => {
-            if let Err(err) = serve::serve::<E>(&flags) {
+            if let Err(err) = serve::serve(KwasiShim::<E>::for_flags(&flags), &flags) {
                 log::error!("{runtime_id}: {err:#}");
                 eprintln!("{runtime_id}: {err:#}");
                 std::process::exit(1);
@@ -45,12 +45,24 @@ pub fn run<E: Engine + Default>(runtime_id: &str) {
     }
 }
 
-/// containerd-shim's view of a kwasi shim.
+/// A kwasi shim: containerd-shim drives it for `start` and `delete`, [`serve`] for the
+/// server.
 struct KwasiShim<E> {
     id: String,
     namespace: String,
     exit: Arc<ExitSignal>,
     engine: PhantomData<fn() -> E>,
+}
+
+impl<E> KwasiShim<E> {
+    fn for_flags(flags: &Flags) -> Self {
+        KwasiShim {
+            id: flags.id.clone(),
+            namespace: flags.namespace.clone(),
+            exit: Arc::new(ExitSignal::default()),
+            engine: PhantomData,
+        }
+    }
 }
 
 fn state_root(namespace: &str) -> PathBuf {
@@ -61,12 +73,7 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
     type T = TaskService<E>;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
-        KwasiShim {
-            id: args.id.clone(),
-            namespace: args.namespace.clone(),
-            exit: Arc::new(ExitSignal::default()),
-            engine: PhantomData,
-        }
+        KwasiShim::for_flags(args)
     }
 
     /// Starts the server, one per pod under Kubernetes (grouped by sandbox id), one per

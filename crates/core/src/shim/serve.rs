@@ -15,16 +15,15 @@ use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::{self, Server};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
-use containerd_shim::{ExitSignal, Flags, StartOpts};
+use containerd_shim::{Flags, Shim, StartOpts};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::ForkResult;
 use nix::unistd::Pid;
 use std::os::fd::AsRawFd;
 
-use super::state_root;
+use super::KwasiShim;
 use crate::engine::Engine;
-use crate::task::TaskService;
 
 const TASK_V3: &str = "/containerd.task.v3.Task/";
 const TASK_V2: &str = "/containerd.task.v2.Task/";
@@ -33,20 +32,14 @@ const TASK_V2: &str = "/containerd.task.v2.Task/";
 /// the child detaches into its own session, serves on `address` and exits when containerd
 /// shuts it down; the parent returns at once.
 pub(super) fn fork_server<E: Engine + Default>(opts: &StartOpts, address: &str) -> Result<()> {
-    let mut args = vec![
-        "-namespace",
-        opts.namespace.as_str(),
-        "-id",
-        opts.id.as_str(),
-        "-address",
-        opts.address.as_str(),
-        "-socket",
-        address,
-    ];
-    if opts.debug {
-        args.push("-debug");
-    }
-    let flags = containerd_shim::parse(&args).map_err(|e| anyhow!("{e}"))?;
+    let flags = Flags {
+        namespace: opts.namespace.clone(),
+        id: opts.id.clone(),
+        address: opts.address.clone(),
+        socket: address.to_string(),
+        debug: opts.debug,
+        ..Default::default()
+    };
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -69,7 +62,7 @@ pub(super) fn fork_server<E: Engine + Default>(opts: &StartOpts, address: &str) 
                 // SAFETY: single-threaded child, before any thread is spawned.
                 unsafe { std::env::set_var("TTRPC_ADDRESS", &opts.ttrpc_address) };
             }
-            let code = match serve::<E>(&flags) {
+            let code = match serve(KwasiShim::<E>::for_flags(&flags), &flags) {
                 Ok(()) => 0,
                 Err(err) => {
                     log::error!("shim server: {err:#}");
@@ -81,8 +74,9 @@ pub(super) fn fork_server<E: Engine + Default>(opts: &StartOpts, address: &str) 
     }
 }
 
-/// Serves the task API on `flags.socket` until containerd calls `shutdown` with no task left.
-pub(super) fn serve<E: Engine + Default>(flags: &Flags) -> Result<()> {
+/// Serves `shim`'s task service on `flags.socket` until containerd calls `shutdown` with no
+/// task left.
+pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) -> Result<()> {
     // Block the signals the reaper thread waits for before any thread exists, so that every
     // thread inherits the mask and only `sigwait` sees them.
     let signals = signal_set();
@@ -112,14 +106,8 @@ pub(super) fn serve<E: Engine + Default>(flags: &Flags) -> Result<()> {
         std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set by containerd")?;
     let publisher = RemotePublisher::new(&ttrpc_address)
         .map_err(|e| anyhow!("connecting to containerd: {e}"))?;
-    let exit = Arc::new(ExitSignal::default());
-    let service: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(TaskService::new(
-        E::default(),
-        &flags.namespace,
-        state_root(&flags.namespace),
-        publisher,
-        Arc::clone(&exit),
-    ));
+    let service: Arc<dyn containerd_shim::Task + Send + Sync> =
+        Arc::new(shim.create_task_service(publisher));
     let v2: HashMap<_, _> = create_task(Arc::clone(&service))
         .into_iter()
         .map(|(name, handler)| (name.replacen(TASK_V3, TASK_V2, 1), handler))
@@ -136,7 +124,7 @@ pub(super) fn serve<E: Engine + Default>(flags: &Flags) -> Result<()> {
     close_stdout();
     log::info!("kwasi shim serving {}", flags.socket);
 
-    exit.wait();
+    shim.wait();
     log::info!("kwasi shim shutting down");
     server.shutdown();
     let _ = std::fs::remove_file(&socket_path);
