@@ -1,6 +1,6 @@
 //! Task events published to containerd: create, start, exit, delete, paused, resumed.
 
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
@@ -18,7 +18,7 @@ use super::process::{Exit, Task};
 /// waits for containerd to take its event. A failed publish is logged: the task goes on, and
 /// containerd learns the state from `state` and `wait`.
 pub(crate) struct Events {
-    queue: Mutex<mpsc::Sender<Queued>>,
+    queue: mpsc::Sender<Queued>,
 }
 
 enum Queued {
@@ -47,14 +47,11 @@ impl Events {
                 }
             }
         });
-        Events {
-            queue: Mutex::new(queue),
-        }
+        Events { queue }
     }
 
     fn enqueue(&self, item: Queued) -> bool {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.send(item).is_ok()
+        self.queue.send(item).is_ok()
     }
 
     fn send<E: Event + Send + 'static>(&self, event: E) {

@@ -328,34 +328,27 @@ impl<E: Engine> Inner<E> {
         })
     }
 
-    /// Freezes (`pause`) or thaws a task's processes, and publishes TaskPaused/TaskResumed.
-    fn freeze(&self, id: &str, pause: bool) -> ttrpc::Result<Empty> {
-        let (from, to, needed) = if pause {
-            (Status::RUNNING, Status::PAUSED, "running")
-        } else {
-            (Status::PAUSED, Status::RUNNING, "paused")
-        };
+    /// Moves a task from status `from` to `to` with `change` (freeze or thaw its cgroup),
+    /// then publishes the matching event with `announce`.
+    fn freeze(
+        &self,
+        id: &str,
+        (from, to): (Status, Status),
+        change: fn(&mut Sandbox) -> anyhow::Result<()>,
+        announce: fn(&Events, &Task),
+    ) -> ttrpc::Result<Empty> {
         let task = self.task(id)?;
         let mut state = task.lock();
         if state.status != from {
             return Err(rpc_error(
                 Code::FAILED_PRECONDITION,
-                format!("task {id} is not {needed}"),
+                format!("task {id} is not {}", format!("{from:?}").to_lowercase()),
             ));
         }
         let sandbox = state.sandbox.as_mut().ok_or_else(|| deleted(id))?;
-        let done = if pause {
-            sandbox.pause()
-        } else {
-            sandbox.resume()
-        };
-        done.map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
+        change(sandbox).map_err(|e| rpc_error(Code::UNKNOWN, format!("{e:#}")))?;
         state.status = to;
-        if pause {
-            self.events.paused(&task);
-        } else {
-            self.events.resumed(&task);
-        }
+        announce(&self.events, &task);
         Ok(Empty::new())
     }
 
@@ -441,11 +434,15 @@ impl<E: Engine> TaskApi for TaskService<E> {
     }
 
     fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        self.inner.freeze(&req.id, true)
+        let paused = (Status::RUNNING, Status::PAUSED);
+        self.inner
+            .freeze(&req.id, paused, Sandbox::pause, Events::paused)
     }
 
     fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        self.inner.freeze(&req.id, false)
+        let resumed = (Status::PAUSED, Status::RUNNING);
+        self.inner
+            .freeze(&req.id, resumed, Sandbox::resume, Events::resumed)
     }
 
     fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
