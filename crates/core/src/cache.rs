@@ -71,11 +71,6 @@ impl CompileCache {
         })
     }
 
-    /// The directory, as the shim sees it.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The compiled form of `wasm` for `engine`, from the cache or compiled now (and stored).
     pub fn load_or_compile<E: Engine>(
         &self,
@@ -100,11 +95,7 @@ impl CompileCache {
                 Err(err @ EngineError::MissingExport { .. }) => return Err(err),
                 Err(err) => {
                     log::warn!("compile cache: dropping entry {key}: {err}");
-                    let _ = nix::unistd::unlinkat(
-                        Some(subdir.as_raw_fd()),
-                        key.as_str(),
-                        nix::unistd::UnlinkatFlags::NoRemoveDir,
-                    );
+                    remove_at(&subdir, &key);
                 }
             }
         }
@@ -132,53 +123,59 @@ impl CompileCache {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(err) => return Err(err.into()),
         }
-        let fd = openat(
-            Some(self.dir.as_raw_fd()),
-            name.as_str(),
-            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        open_at(
+            &self.dir,
+            &name,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
             Mode::empty(),
-        )?;
-        // SAFETY: `openat` returned a new descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        )
+        .map(OwnedFd::from)
     }
+}
+
+/// Opens `name` in directory `dir` (close-on-exec).
+fn open_at(dir: &OwnedFd, name: &str, flags: OFlag, mode: Mode) -> std::io::Result<File> {
+    let fd = openat(Some(dir.as_raw_fd()), name, flags | OFlag::O_CLOEXEC, mode)?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Removes file `name` from directory `dir`; a missing file is fine.
+fn remove_at(dir: &OwnedFd, name: &str) {
+    let _ = nix::unistd::unlinkat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
 }
 
 /// The payload of entry `key`, if present and intact; a damaged entry is removed.
 fn read_entry(dir: &OwnedFd, key: &str) -> Option<Vec<u8>> {
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        key,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    )
-    .ok()?;
-    // SAFETY: `openat` returned a new descriptor that nothing else owns.
-    let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut file = open_at(dir, key, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty()).ok()?;
     let mut data = Vec::new();
     if file.read_to_end(&mut data).is_err() {
         return None;
     }
-    match verify(&data) {
-        Some(payload) => Some(payload.to_vec()),
-        None => {
-            log::warn!("compile cache: entry {key} is damaged; rebuilding it");
-            let _ = nix::unistd::unlinkat(
-                Some(dir.as_raw_fd()),
-                key,
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
-            None
-        }
+    if verify(&data).is_none() {
+        log::warn!("compile cache: entry {key} is damaged; rebuilding it");
+        remove_at(dir, key);
+        return None;
     }
+    // The payload follows the header: drop the header rather than copy the payload.
+    data.drain(..HEADER_LEN);
+    Some(data)
 }
+
+/// The length of an entry's header: the magic, then the payload's SHA-256.
+const HEADER_LEN: usize = MAGIC.len() + 32;
 
 /// The payload of an entry whose header and checksum are right.
 fn verify(data: &[u8]) -> Option<&[u8]> {
     let rest = data.strip_prefix(MAGIC.as_slice())?;
-    if rest.len() < 32 {
+    if data.len() < HEADER_LEN {
         return None;
     }
-    let (sum, payload) = rest.split_at(32);
+    let (sum, payload) = rest.split_at(HEADER_LEN - MAGIC.len());
     (Sha256::digest(payload).as_slice() == sum).then_some(payload)
 }
 
@@ -192,14 +189,12 @@ fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> 
             .map(|d| d.subsec_nanos())
             .unwrap_or_default()
     );
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        tmp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+    let mut file = open_at(
+        dir,
+        &tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
         Mode::from_bits_truncate(0o600),
     )?;
-    // SAFETY: `openat` returned a new descriptor that nothing else owns.
-    let mut file = unsafe { File::from_raw_fd(fd) };
     let written = file
         .write_all(MAGIC)
         .and_then(|()| file.write_all(&Sha256::digest(payload)))
@@ -215,11 +210,7 @@ fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> 
         .map_err(Into::into)
     });
     if renamed.is_err() {
-        let _ = nix::unistd::unlinkat(
-            Some(dir.as_raw_fd()),
-            tmp.as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
+        remove_at(dir, &tmp);
     }
     renamed
 }
