@@ -1,15 +1,15 @@
 //! Cold start and idle footprint of kwasi's shim against runc, through a private containerd.
 //!
-//! For each of N rounds (alternating, in one run): `ctr run --rm` of the hello wasm image with
-//! `containerd-shim-wasmtime-v1`, and `ctr run --rm` of a static busybox `echo` image with
-//! runc. Prints the medians and their ratio. Then starts one idle (sleeping) container of each
-//! and reports how many processes it keeps alive and their total PSS, and how long a SIGTERM
-//! takes to end a sleeping wasm task.
+//! For each of N rounds (alternating, in one run): `ctr run --rm` of the hello image
+//! (examples/hello) with `containerd-shim-wasmtime-v1`, once with its compiled form in the
+//! compile cache and once with the cache emptied, and `ctr run --rm` of a static busybox `echo`
+//! image with runc. Prints the medians and their ratios to runc. Then starts 1 and 10 idle
+//! (sleeping) containers of each and reports the processes each keeps alive and the PSS per
+//! container, and how long a SIGTERM takes to end a sleeping wasm task.
 //!
 //! Usage: `coldstart [ROUNDS]` (default 20), after `cargo build --release --workspace`, as root.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -27,22 +27,13 @@ fn main() -> Result<()> {
     let busybox = busybox_image(&c)?;
 
     // One untimed run of each, so that both start from warm page caches.
+    let echo = ["/bin/busybox", "echo", "hello"];
     check(&c.run(WASMTIME, &[], &wasm, "warm-wasm", &[]), HELLO)?;
-    check(
-        &c.run(
-            RUNC,
-            &[],
-            &busybox,
-            "warm-runc",
-            &["/bin/busybox", "echo", "hello"],
-        ),
-        "hello",
-    )?;
+    check(&c.run(RUNC, &[], &busybox, "warm-runc", &echo), "hello")?;
 
     let mut kwasi = Vec::new();
     let mut uncached = Vec::new();
     let mut runc = Vec::new();
-    let echo = ["/bin/busybox", "echo", "hello"];
     for i in 0..rounds {
         let t = Instant::now();
         check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &[]), HELLO)?;
@@ -186,10 +177,7 @@ fn idle_footprint(
     let pss: u64 = pids.iter().map(|pid| pss_kib(*pid)).sum();
     for id in &ids {
         c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c.task_status(id).as_deref() != Some("STOPPED") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        c.wait_for_status(id, "STOPPED", Duration::from_secs(10))?;
         c.ctr(&["task", "delete", id]);
         c.ctr(&["container", "delete", id]);
     }
@@ -211,17 +199,7 @@ fn sigterm_latency(c: &Containerd, image: &str, id: &str) -> Result<Duration> {
     let run = c.spawn_run(WASMTIME, &[], image, id, &["/app.wasm", "sleep"])?;
     c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
     let sent = Instant::now();
-    let status = Command::new("ctr")
-        .args([
-            "--address",
-            &c.socket().display().to_string(),
-            "-n",
-            NAMESPACE,
-            "task",
-            "kill",
-            id,
-        ])
-        .status()?;
+    let status = c.ctr_command(&["task", "kill", id]).status()?;
     if !status.success() {
         bail!("ctr task kill failed");
     }

@@ -17,6 +17,16 @@ fn with_probe(extra: &[&str]) -> (Containerd, String) {
     (c, image)
 }
 
+/// A file with `content` on this machine, and the `kwasi image build --file` value that ships
+/// it at `dest` in the image (keep the directory alive until the image is built).
+fn shipped(content: &str, dest: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("shipped");
+    std::fs::write(&src, content).unwrap();
+    let spec = format!("{}:{dest}", src.display());
+    (dir, spec)
+}
+
 fn assert_clean(c: &Containerd, id: &str) {
     let left = c.wait_no_leftovers(id);
     assert!(left.is_empty(), "task {id} left behind: {left:#?}");
@@ -82,10 +92,7 @@ fn args_and_env_reach_the_module() {
 
 #[test]
 fn cwd_reaches_the_module_as_its_working_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data.txt");
-    std::fs::write(&data, "data in /srv\n").unwrap();
-    let file = format!("{}:/srv/data.txt", data.display());
+    let (_dir, file) = shipped("data in /srv\n", "/srv/data.txt");
     let (c, image) = with_probe(&["--workdir", "/srv", "--file", &file]);
     let id = unique_id("cwd");
     let out = c.run(RUNTIME, &[], &image, &id, &["/app.wasm", "cwd", "data.txt"]);
@@ -96,10 +103,7 @@ fn cwd_reaches_the_module_as_its_working_directory() {
 
 #[test]
 fn the_module_reads_a_file_shipped_in_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let greeting = dir.path().join("greeting.txt");
-    std::fs::write(&greeting, "shipped in the image\n").unwrap();
-    let file = format!("{}:/etc/greeting.txt", greeting.display());
+    let (_dir, file) = shipped("shipped in the image\n", "/etc/greeting.txt");
     let (c, image) = with_probe(&["--file", &file]);
     let id = unique_id("read");
     let out = c.run(
