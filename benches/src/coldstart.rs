@@ -1,11 +1,11 @@
 //! Cold start and idle footprint of kwasi's shim against runc, through a private containerd.
 //!
-//! For each of N rounds (alternating, in one run): `ctr run --rm` of the hello image
-//! (examples/hello) with `containerd-shim-wasmtime-v1`, once with its compiled form in the
-//! compile cache and once with the cache emptied, and `ctr run --rm` of a static busybox `echo`
-//! image with runc. Prints the medians and their ratios to runc. Then starts 1 and 10 idle
-//! (sleeping) containers of each and reports the processes each keeps alive and the PSS per
-//! container, and how long a SIGTERM takes to end a sleeping wasm task.
+//! For each of N rounds (alternating, in one run): `ctr run --rm` of a static busybox `echo`
+//! image with runc, and for every built shim (`containerd-shim-<engine>-v1`) `ctr run --rm` of
+//! the hello image (examples/hello), once with its compiled form in the compile cache and once
+//! with the cache emptied. Prints the medians and their ratios to runc. Then starts 1 and 10
+//! idle (sleeping) containers with runc and each shim and reports the processes each keeps
+//! alive and the PSS per container, and how long a SIGTERM takes to end a sleeping wasm task.
 //!
 //! Usage: `coldstart [ROUNDS]` (default 20), after `cargo build --release --workspace`, as root.
 
@@ -20,86 +20,119 @@ fn main() -> Result<()> {
         Some(n) => n.parse().context("ROUNDS must be a number")?,
         None => 20,
     };
+    let shims = Shim::built_ones();
+    if shims.is_empty() {
+        bail!("no shim is built: cargo build --release --workspace");
+    }
     let c = Containerd::start()?;
     let hello = guests_dir().join("../../examples/hello/hello.wasm");
     let wasm = c.import_wasm("kwasi.bench/hello", &hello, &[])?;
     let probe = c.import_wasm("kwasi.bench/probe", &guests_dir().join("probe.wasm"), &[])?;
     let busybox = busybox_image(&c)?;
 
-    // One untimed run of each, so that both start from warm page caches.
+    // One untimed run of each, so that all start from warm page caches.
     let echo = ["/bin/busybox", "echo", "hello"];
-    check(&c.run(WASMTIME, &[], &wasm, "warm-wasm", &[]), HELLO)?;
+    for shim in &shims {
+        let id = format!("warm-{}", shim.engine);
+        check(&c.run(shim.runtime, &[], &wasm, &id, &[]), HELLO)?;
+    }
     check(&c.run(RUNC, &[], &busybox, "warm-runc", &echo), "hello")?;
 
-    let mut kwasi = Vec::new();
-    let mut uncached = Vec::new();
     let mut runc = Vec::new();
+    let mut cached = vec![Vec::new(); shims.len()];
+    let mut uncached = vec![Vec::new(); shims.len()];
     for i in 0..rounds {
-        let t = Instant::now();
-        check(&c.run(WASMTIME, &[], &wasm, &format!("w{i}"), &[]), HELLO)?;
-        kwasi.push(t.elapsed());
         let t = Instant::now();
         check(
             &c.run(RUNC, &[], &busybox, &format!("r{i}"), &echo),
             "hello",
         )?;
         runc.push(t.elapsed());
-        // The module's first start on this node: nothing in the compile cache.
-        std::fs::remove_dir_all(c.cache_dir()).ok();
-        let t = Instant::now();
-        check(&c.run(WASMTIME, &[], &wasm, &format!("u{i}"), &[]), HELLO)?;
-        uncached.push(t.elapsed());
+        for (s, shim) in shims.iter().enumerate() {
+            let t = Instant::now();
+            let id = format!("w{i}-{}", shim.engine);
+            check(&c.run(shim.runtime, &[], &wasm, &id, &[]), HELLO)?;
+            cached[s].push(t.elapsed());
+            // The module's first start on this node: nothing in this engine's compile cache
+            // (the other engines' entries stay for their cached starts).
+            std::fs::remove_dir_all(c.cache_dir().join(shim.engine)).ok();
+            let t = Instant::now();
+            let id = format!("u{i}-{}", shim.engine);
+            check(&c.run(shim.runtime, &[], &wasm, &id, &[]), HELLO)?;
+            uncached[s].push(t.elapsed());
+            // Leave the compiled form for the next round's cached start.
+            check(
+                &c.run(
+                    shim.runtime,
+                    &[],
+                    &wasm,
+                    &format!("c{i}-{}", shim.engine),
+                    &[],
+                ),
+                HELLO,
+            )?;
+        }
     }
-    let (mk, mu, mr) = (median(&mut kwasi), median(&mut uncached), median(&mut runc));
+    let mr = median(&mut runc);
     let ratio = |d: Duration| d.as_secs_f64() / mr.as_secs_f64();
     println!("cold start, ctr run --rm, median of {rounds} alternated runs:");
     println!(
-        "  runc (busybox echo)                        {:>7.1} ms",
+        "  runc (busybox echo)                          {:>7.1} ms",
         ms(mr)
     );
-    println!(
-        "  kwasi wasmtime, module compiled before     {:>7.1} ms  {:.2} x runc",
-        ms(mk),
-        ratio(mk)
-    );
-    println!(
-        "  kwasi wasmtime, first start (empty cache)  {:>7.1} ms  {:.2} x runc",
-        ms(mu),
-        ratio(mu)
-    );
+    for (s, shim) in shims.iter().enumerate() {
+        let (mk, mu) = (median(&mut cached[s]), median(&mut uncached[s]));
+        let engine = shim.engine;
+        println!(
+            "  kwasi {engine:<8} module compiled before     {:>7.1} ms  {:.2} x runc",
+            ms(mk),
+            ratio(mk)
+        );
+        println!(
+            "  kwasi {engine:<8} first start (empty cache)  {:>7.1} ms  {:.2} x runc",
+            ms(mu),
+            ratio(mu)
+        );
+    }
 
     // The idle container runs a module that ran before (its compiled form is cached), as a
     // restarted or scaled-out pod does.
-    check(
-        &c.run(WASMTIME, &[], &probe, "warm-probe", &["/app.wasm", "hello"]),
-        "hello from wasm",
-    )?;
+    for shim in &shims {
+        let id = format!("warm-probe-{}", shim.engine);
+        check(
+            &c.run(shim.runtime, &[], &probe, &id, &["/app.wasm", "hello"]),
+            "hello from wasm",
+        )?;
+    }
     println!("idle containers (sleeping): processes each keeps alive, PSS per container:");
     let busybox_sleep = ["/bin/busybox", "sleep", "3600"];
     for count in [1, 10] {
-        let (n, pss) = idle_footprint(
-            &c,
-            WASMTIME,
-            &probe,
-            "idle-wasm",
-            &["/app.wasm", "sleep"],
-            count,
-        )?;
-        let kwasi = pss as f64 / 1024.0;
         let (m, pss) = idle_footprint(&c, RUNC, &busybox, "idle-runc", &busybox_sleep, count)?;
         let runc = pss as f64 / 1024.0;
-        println!("  {count:>2} running: kwasi {n} processes, {kwasi:.2} MiB; runc {m} processes, {runc:.2} MiB");
+        println!("  {count:>2} running: runc           {m} processes, {runc:>6.2} MiB");
+        for shim in &shims {
+            let id = format!("idle-{}", shim.engine);
+            let sleep = ["/app.wasm", "sleep"];
+            let (n, pss) = idle_footprint(&c, shim.runtime, &probe, &id, &sleep, count)?;
+            let kwasi = pss as f64 / 1024.0;
+            let engine = shim.engine;
+            println!("  {count:>2} running: kwasi {engine:<8} {n} processes, {kwasi:>6.2} MiB");
+        }
     }
 
-    let mut term = Vec::new();
-    for i in 0..rounds.min(10) {
-        term.push(sigterm_latency(&c, &probe, &format!("term{i}"))?);
+    for shim in &shims {
+        let mut term = Vec::new();
+        for i in 0..rounds.min(10) {
+            let id = format!("term{i}-{}", shim.engine);
+            term.push(sigterm_latency(&c, shim, &probe, &id)?);
+        }
+        let n = term.len();
+        println!(
+            "SIGTERM to a sleeping {} task until ctr run returns, median of {n}: {:.1} ms",
+            shim.engine,
+            ms(median(&mut term))
+        );
     }
-    let n = term.len();
-    println!(
-        "SIGTERM to a sleeping wasm task until ctr run returns, median of {n}: {:.1} ms",
-        ms(median(&mut term))
-    );
     Ok(())
 }
 
@@ -195,8 +228,8 @@ fn pss_kib(pid: i32) -> u64 {
 }
 
 /// How long a sleeping wasm task takes to end after `ctr task kill` (SIGTERM) is sent.
-fn sigterm_latency(c: &Containerd, image: &str, id: &str) -> Result<Duration> {
-    let run = c.spawn_run(WASMTIME, &[], image, id, &["/app.wasm", "sleep"])?;
+fn sigterm_latency(c: &Containerd, shim: &Shim, image: &str, id: &str) -> Result<Duration> {
+    let run = c.spawn_run(shim.runtime, &[], image, id, &["/app.wasm", "sleep"])?;
     c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
     let sent = Instant::now();
     let status = c.ctr_command(&["task", "kill", id]).status()?;

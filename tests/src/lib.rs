@@ -15,10 +15,91 @@ use anyhow::{bail, Context, Result};
 pub const NAMESPACE: &str = "kwasi-e2e";
 /// The prefix of every temp dir the harness makes (the leftover check looks for it).
 pub const TMP_PREFIX: &str = "kwasi-e2e-";
-/// containerd's runtime name for the wasmtime shim.
-pub const WASMTIME: &str = "io.containerd.wasmtime.v1";
 /// containerd's runtime name for runc (the baseline).
 pub const RUNC: &str = "io.containerd.runc.v2";
+
+/// A kwasi shim under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shim {
+    /// The engine's name (`wasmtime`), as the shim prefixes its messages.
+    pub engine: &'static str,
+    /// containerd's runtime name (`io.containerd.wasmtime.v1`).
+    pub runtime: &'static str,
+}
+
+impl Shim {
+    /// `containerd-shim-wasmtime-v1`.
+    pub const WASMTIME: Shim = Shim {
+        engine: "wasmtime",
+        runtime: "io.containerd.wasmtime.v1",
+    };
+    /// `containerd-shim-wasmer-v1`.
+    pub const WASMER: Shim = Shim {
+        engine: "wasmer",
+        runtime: "io.containerd.wasmer.v1",
+    };
+    /// `containerd-shim-wasmedge-v1` (built with `--features wasmedge` only).
+    pub const WASMEDGE: Shim = Shim {
+        engine: "wasmedge",
+        runtime: "io.containerd.wasmedge.v1",
+    };
+    /// Every shim kwasi has.
+    pub const ALL: [Shim; 3] = [Shim::WASMTIME, Shim::WASMER, Shim::WASMEDGE];
+
+    /// The shim's binary in [`bin_dir`].
+    pub fn binary(&self) -> PathBuf {
+        bin_dir().join(format!("containerd-shim-{}-v1", self.engine))
+    }
+
+    /// The shims whose binary is built.
+    pub fn built_ones() -> Vec<Shim> {
+        Shim::ALL
+            .into_iter()
+            .filter(|s| s.binary().exists())
+            .collect()
+    }
+
+    /// This shim, once its binary is known to be built (a test of a shim that is not built
+    /// fails: it is never skipped).
+    pub fn built(&self) -> &Self {
+        assert!(
+            self.binary().exists(),
+            "{} is missing: build it first (cargo build --release --workspace)",
+            self.binary().display()
+        );
+        self
+    }
+
+    /// Why this shim's engine behaves differently in `case`, if it does (see [`DIFFERENCES`]).
+    pub fn difference(&self, case: &str) -> Option<&'static str> {
+        DIFFERENCES
+            .iter()
+            .find(|d| d.engine == self.engine && d.case == case)
+            .map(|d| d.reason)
+    }
+}
+
+/// A behaviour an engine truly cannot have, the case of the conformance suite that checks
+/// what it does instead, and why. The README's table of per-engine differences lists these.
+#[derive(Debug, Clone, Copy)]
+pub struct Difference {
+    /// The engine (`wasmedge`).
+    pub engine: &'static str,
+    /// A short name of the behaviour, which the conformance case asks about.
+    pub case: &'static str,
+    /// What the engine does instead, and why.
+    pub reason: &'static str,
+}
+
+/// Every expected difference between engines.
+pub const DIFFERENCES: &[Difference] = &[Difference {
+    engine: "wasmedge",
+    case: "compile cache",
+    reason: "the engine runs modules with WasmEdge's interpreter and stores nothing in the \
+             compile cache: WasmEdge's AOT compiler is an optional, LLVM-based part of \
+             libwasmedge whose output is a shared library loaded from a file, not bytes the \
+             cache can keep",
+}];
 
 /// Where the built binaries are: `$KWASI_BIN_DIR`, or the workspace's `target/release`.
 pub fn bin_dir() -> PathBuf {
@@ -75,11 +156,11 @@ impl Containerd {
     /// Starts containerd with its root, state and sockets in a new temp dir, the CRI plugin
     /// off, and `bin_dir()` first on its PATH.
     pub fn start() -> Result<Containerd> {
-        let shim = bin_dir().join("containerd-shim-wasmtime-v1");
-        if !shim.exists() {
+        let kwasi = bin_dir().join("kwasi");
+        if !kwasi.exists() {
             bail!(
-                "{} is missing: build the shims first (cargo build --release --workspace)",
-                shim.display()
+                "{} is missing: build first (cargo build --release --workspace)",
+                kwasi.display()
             );
         }
         let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
@@ -550,4 +631,23 @@ pub fn unmount_below(dir: &Path) {
 pub fn namespace_of(pid: i32, kind: &str) -> Result<String> {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))?;
     Ok(link.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_every_expected_difference_in_its_table() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .expect("README.md");
+        for d in DIFFERENCES {
+            let row = format!("| {} | {} |", d.engine, d.case);
+            assert!(
+                readme.lines().any(|line| line.starts_with(&row)),
+                "README.md has no row starting with `{row}`"
+            );
+        }
+    }
 }

@@ -76,23 +76,21 @@ impl CompileCache {
         &self,
         engine: &E,
         wasm: &WasmBytes,
-        entry: &str,
     ) -> Result<(E::Module, Outcome), EngineError> {
         let Some(fingerprint) = engine.fingerprint() else {
-            return Ok((engine.prepare(wasm, entry)?, Outcome::NotStored));
+            return Ok((engine.compile(wasm)?, Outcome::NotStored));
         };
         let subdir = match self.subdir(&fingerprint) {
             Ok(fd) => fd,
             Err(err) => {
                 log::warn!("compile cache {}: {err}", self.path.display());
-                return Ok((engine.prepare(wasm, entry)?, Outcome::NotStored));
+                return Ok((engine.compile(wasm)?, Outcome::NotStored));
             }
         };
         let key = hex(&Sha256::digest(&wasm.bytes));
         if let Some(payload) = read_entry(&subdir, &key) {
-            match engine.load_precompiled(&payload, entry) {
+            match engine.load_precompiled(&payload) {
                 Ok(module) => return Ok((module, Outcome::Hit)),
-                Err(err @ EngineError::MissingExport { .. }) => return Err(err),
                 Err(err) => {
                     log::warn!("compile cache: dropping entry {key}: {err}");
                     remove_at(&subdir, &key);
@@ -110,7 +108,7 @@ impl CompileCache {
                 Outcome::NotStored
             }
         };
-        Ok((engine.load_precompiled(&compiled, entry)?, outcome))
+        Ok((engine.load_precompiled(&compiled)?, outcome))
     }
 
     fn subdir(&self, fingerprint: &str) -> std::io::Result<OwnedFd> {
@@ -251,8 +249,11 @@ mod tests {
         fn name(&self) -> &'static str {
             "fake"
         }
-        fn prepare(&self, wasm: &WasmBytes, _entry: &str) -> Result<Vec<u8>, EngineError> {
+        fn compile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
             Ok(wasm.bytes.clone())
+        }
+        fn exports_entry(&self, _: &Vec<u8>, _: &str) -> bool {
+            true
         }
         fn run(&self, _: Vec<u8>, _: &crate::engine::Workload) -> Result<i32, EngineError> {
             Ok(0)
@@ -264,7 +265,7 @@ mod tests {
             self.compiles.fetch_add(1, Ordering::SeqCst);
             Ok(wasm.bytes.iter().rev().copied().collect())
         }
-        fn load_precompiled(&self, compiled: &[u8], _entry: &str) -> Result<Vec<u8>, EngineError> {
+        fn load_precompiled(&self, compiled: &[u8]) -> Result<Vec<u8>, EngineError> {
             Ok(compiled.iter().rev().copied().collect())
         }
     }
@@ -291,13 +292,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = CompileCache::open(root.path(), "fake").unwrap();
         let engine = Fake::default();
-        let (m, o) = cache
-            .load_or_compile(&engine, &wasm(b"abc"), "_start")
-            .unwrap();
+        let (m, o) = cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
         assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Stored));
-        let (m, o) = cache
-            .load_or_compile(&engine, &wasm(b"abc"), "_start")
-            .unwrap();
+        let (m, o) = cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
         assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Hit));
         assert_eq!(engine.compiles.load(Ordering::SeqCst), 1);
     }
@@ -314,12 +311,8 @@ mod tests {
             version: "2",
             ..Default::default()
         };
-        cache
-            .load_or_compile(&old, &wasm(b"abc"), "_start")
-            .unwrap();
-        let (_, o) = cache
-            .load_or_compile(&new, &wasm(b"abc"), "_start")
-            .unwrap();
+        cache.load_or_compile(&old, &wasm(b"abc")).unwrap();
+        let (_, o) = cache.load_or_compile(&new, &wasm(b"abc")).unwrap();
         assert_eq!(o, Outcome::Stored);
     }
 
@@ -328,9 +321,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = CompileCache::open(root.path(), "fake").unwrap();
         let engine = Fake::default();
-        cache
-            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
-            .unwrap();
+        cache.load_or_compile(&engine, &wasm(b"abcdef")).unwrap();
         let entry = entries(root.path()).pop().unwrap();
         (root, cache, engine, entry)
     }
@@ -342,9 +333,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&entry, bytes).unwrap();
-        let (m, o) = cache
-            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
-            .unwrap();
+        let (m, o) = cache.load_or_compile(&engine, &wasm(b"abcdef")).unwrap();
         assert_eq!((m.as_slice(), o), (&b"abcdef"[..], Outcome::Stored));
         assert_eq!(engine.compiles.load(Ordering::SeqCst), 2);
     }
@@ -354,9 +343,7 @@ mod tests {
         let (_root, cache, engine, entry) = one_entry();
         let bytes = std::fs::read(&entry).unwrap();
         std::fs::write(&entry, &bytes[..bytes.len() / 2]).unwrap();
-        let (_, o) = cache
-            .load_or_compile(&engine, &wasm(b"abcdef"), "_start")
-            .unwrap();
+        let (_, o) = cache.load_or_compile(&engine, &wasm(b"abcdef")).unwrap();
         assert_eq!(o, Outcome::Stored);
     }
 
@@ -368,12 +355,7 @@ mod tests {
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (cache, engine) = (Arc::clone(&cache), engine.clone());
-                std::thread::spawn(move || {
-                    cache
-                        .load_or_compile(&engine, &wasm(b"xyz"), "_start")
-                        .unwrap()
-                        .0
-                })
+                std::thread::spawn(move || cache.load_or_compile(&engine, &wasm(b"xyz")).unwrap().0)
             })
             .collect();
         for t in threads {
@@ -394,9 +376,7 @@ mod tests {
         // A file where the fingerprint directory should be: nothing can be stored.
         std::fs::remove_dir(&sub).unwrap();
         std::fs::write(&sub, b"").unwrap();
-        let (m, o) = cache
-            .load_or_compile(&engine, &wasm(b"abc"), "_start")
-            .unwrap();
+        let (m, o) = cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
         assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::NotStored));
     }
 }

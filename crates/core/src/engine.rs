@@ -7,10 +7,12 @@
 //! The lifecycle has two steps so that bad input is reported when the task is created, not when
 //! it starts:
 //!
-//! 1. [`Engine::prepare`] runs at `create`, inside the sandbox: it compiles the module and checks
-//!    that the entry function exists. Its error reaches `ctr` as the reason `create` failed.
-//! 2. [`Engine::run`] runs at `start`: it instantiates the prepared module with the workload's
-//!    arguments, environment and preopened directories, calls the entry function and returns the
+//! 1. At `create`, inside the sandbox, the core gets the compiled module, from
+//!    [`Engine::compile`] or, through the compile cache, [`Engine::load_precompiled`], and asks
+//!    [`Engine::exports_entry`] whether the entry function exists. Either failure reaches `ctr`
+//!    as the reason `create` failed.
+//! 2. At `start`, [`Engine::run`] instantiates the module with the workload's arguments,
+//!    environment and preopened directories, calls the entry function and returns the
 //!    guest's exit code.
 
 use std::path::PathBuf;
@@ -33,20 +35,25 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// A short lowercase name (`wasmtime`), used in logs and error messages.
     fn name(&self) -> &'static str;
 
-    /// Compiles `wasm` and checks that it exports `entry` as a function.
+    /// Compiles (or, for an interpreter, validates and loads) `wasm`.
     ///
     /// Errors should say what is wrong with the module in one line; the core adds which file it
     /// was.
-    fn prepare(&self, wasm: &WasmBytes, entry: &str) -> Result<Self::Module, EngineError>;
+    fn compile(&self, wasm: &WasmBytes) -> Result<Self::Module, EngineError>;
 
-    /// Instantiates `module`, calls the workload's entry function and returns the guest's exit
-    /// code: the value passed to `proc_exit`, or 0 when the entry function returns.
+    /// Whether `module` exports a function named `name` of type `() -> ()`, which
+    /// [`Engine::run`] can call. The core refuses a workload whose entry is not one.
+    fn exports_entry(&self, module: &Self::Module, name: &str) -> bool;
+
+    /// Instantiates `module`, calls the workload's entry function ([`Workload::entry`]) and
+    /// returns the guest's exit code: the value passed to `proc_exit`, or 0 when the entry
+    /// function returns.
     fn run(&self, module: Self::Module, workload: &Workload) -> Result<i32, EngineError>;
 
     /// Identifies the engine's version and the configuration that shapes compiled code.
     /// Artifacts from [`Engine::precompile`] are only handed back to an engine with the same
     /// fingerprint. `None` (the default) means the engine cannot precompile: every start
-    /// calls [`Engine::prepare`].
+    /// calls [`Engine::compile`].
     fn fingerprint(&self) -> Option<String> {
         None
     }
@@ -61,9 +68,9 @@ pub trait Engine: Clone + Send + Sync + 'static {
     }
 
     /// Loads bytes that [`Engine::precompile`] produced with the same fingerprint (the core
-    /// has checked their integrity) and checks that `entry` is an exported function.
-    fn load_precompiled(&self, compiled: &[u8], entry: &str) -> Result<Self::Module, EngineError> {
-        let _ = (compiled, entry);
+    /// has checked their integrity).
+    fn load_precompiled(&self, compiled: &[u8]) -> Result<Self::Module, EngineError> {
+        let _ = compiled;
         Err(EngineError::Other(format!(
             "{} cannot precompile",
             self.name()
@@ -109,7 +116,7 @@ pub struct Preopen {
     pub read_only: bool,
 }
 
-/// Why an engine could not prepare or run a workload.
+/// Why an engine could not compile or run a workload.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The bytes are not a module this engine can compile.

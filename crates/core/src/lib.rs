@@ -12,7 +12,8 @@
 //!   cwd, preopened directories;
 //! - [`engine`]: the [`Engine`](engine::Engine) trait a runtime crate implements;
 //! - [`cache`]: the node-local cache of compiled modules;
-//! - [`image`]: packing a module into an OCI image that `ctr images import` accepts.
+//! - [`image`]: packing a module into an OCI image that `ctr images import` accepts;
+//! - `testkit` (feature `testkit`): the tests every engine crate runs against its engine.
 //!
 //! Exit statuses follow containerd's convention: the guest's exit code, or 128 + N when
 //! signal N ended it.
@@ -26,4 +27,6 @@ pub mod sandbox;
 pub mod shim;
 mod signals;
 pub mod task;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod workload;

@@ -4,7 +4,7 @@
 //! WASI preview 1 core modules.
 //!
 //! The `wasmtime::Engine` is created lazily, in the container process, on the first
-//! [`Engine::prepare`]: the shim process never holds a compiler.
+//! [`Engine::compile`]: the shim process never holds a compiler.
 
 use std::sync::{Arc, OnceLock};
 
@@ -34,24 +34,23 @@ impl WasmtimeEngine {
     }
 }
 
-/// A compiled module and the function to call.
-pub struct PreparedModule {
-    module: Module,
-    entry: String,
-}
-
 impl Engine for WasmtimeEngine {
-    type Module = PreparedModule;
+    type Module = Module;
 
     fn name(&self) -> &'static str {
         "wasmtime"
     }
 
-    fn prepare(&self, wasm: &WasmBytes, entry: &str) -> Result<PreparedModule, EngineError> {
-        let engine = self.engine()?;
-        let module = Module::new(engine, &wasm.bytes)
-            .map_err(|e| EngineError::InvalidModule(one_line(&e)))?;
-        checked_entry(module, entry)
+    fn compile(&self, wasm: &WasmBytes) -> Result<Module, EngineError> {
+        Module::new(self.engine()?, &wasm.bytes)
+            .map_err(|e| EngineError::InvalidModule(one_line(&e)))
+    }
+
+    fn exports_entry(&self, module: &Module, name: &str) -> bool {
+        module
+            .get_export(name)
+            .and_then(|e| e.func().cloned())
+            .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0)
     }
 
     fn fingerprint(&self) -> Option<String> {
@@ -69,21 +68,16 @@ impl Engine for WasmtimeEngine {
             .map_err(|e| EngineError::InvalidModule(one_line(&e)))
     }
 
-    fn load_precompiled(
-        &self,
-        compiled: &[u8],
-        entry: &str,
-    ) -> Result<PreparedModule, EngineError> {
+    fn load_precompiled(&self, compiled: &[u8]) -> Result<Module, EngineError> {
         // SAFETY: the core hands back only bytes that `precompile` produced with the same
         // fingerprint, checked against their SHA-256; wasmtime also checks its version and
         // configuration in the artifact's header.
-        let module = unsafe { Module::deserialize(self.engine()?, compiled) }.map_err(|e| {
+        unsafe { Module::deserialize(self.engine()?, compiled) }.map_err(|e| {
             EngineError::Other(format!("loading precompiled module: {}", one_line(&e)))
-        })?;
-        checked_entry(module, entry)
+        })
     }
 
-    fn run(&self, prepared: PreparedModule, workload: &Workload) -> Result<i32, EngineError> {
+    fn run(&self, module: Module, workload: &Workload) -> Result<i32, EngineError> {
         let engine = self.engine()?;
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdio()
@@ -108,12 +102,12 @@ impl Engine for WasmtimeEngine {
         p1::add_to_linker_sync(&mut linker, |ctx| ctx)
             .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
         let instance = linker
-            .instantiate(&mut store, &prepared.module)
+            .instantiate(&mut store, &module)
             .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
         let func = instance
-            .get_typed_func::<(), ()>(&mut store, &prepared.entry)
+            .get_typed_func::<(), ()>(&mut store, &workload.entry)
             .map_err(|_| EngineError::MissingExport {
-                name: prepared.entry.clone(),
+                name: workload.entry.clone(),
             })?;
         match func.call(&mut store, ()) {
             Ok(()) => Ok(0),
@@ -132,23 +126,6 @@ impl Engine for WasmtimeEngine {
     }
 }
 
-/// `module`, once `entry` is known to be an exported `() -> ()` function.
-fn checked_entry(module: Module, entry: &str) -> Result<PreparedModule, EngineError> {
-    let is_entry = module
-        .get_export(entry)
-        .and_then(|e| e.func().cloned())
-        .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0);
-    if !is_entry {
-        return Err(EngineError::MissingExport {
-            name: entry.to_string(),
-        });
-    }
-    Ok(PreparedModule {
-        module,
-        entry: entry.to_string(),
-    })
-}
-
 /// An error chain on one line: the outermost message and its causes, without the wasm
 /// backtrace wasmtime appends.
 fn one_line(err: &wasmtime::Error) -> String {
@@ -164,87 +141,4 @@ fn one_line(err: &wasmtime::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wasm(wat: &str) -> WasmBytes {
-        WasmBytes {
-            origin: "/test.wasm".into(),
-            bytes: wat::parse_str(wat).unwrap(),
-        }
-    }
-
-    fn workload(entry: &str) -> Workload {
-        Workload {
-            module_path: "/test.wasm".into(),
-            entry: entry.into(),
-            args: vec!["/test.wasm".into()],
-            env: vec![],
-            cwd: "/".into(),
-            preopens: vec![],
-        }
-    }
-
-    const EXIT_7: &str = r#"(module
-        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-        (memory (export "memory") 1)
-        (func (export "_start") (call $exit (i32.const 7)))
-        (func (export "other")))"#;
-
-    #[test]
-    fn proc_exit_becomes_the_exit_code() {
-        let engine = WasmtimeEngine::default();
-        let module = engine.prepare(&wasm(EXIT_7), "_start").unwrap();
-        assert_eq!(engine.run(module, &workload("_start")).unwrap(), 7);
-    }
-
-    #[test]
-    fn returning_from_the_entry_function_is_exit_code_zero() {
-        let engine = WasmtimeEngine::default();
-        let module = engine.prepare(&wasm(EXIT_7), "other").unwrap();
-        assert_eq!(engine.run(module, &workload("other")).unwrap(), 0);
-    }
-
-    #[test]
-    fn a_missing_export_fails_prepare() {
-        let engine = WasmtimeEngine::default();
-        let err = engine.prepare(&wasm(EXIT_7), "nope").err().unwrap();
-        assert!(matches!(err, EngineError::MissingExport { .. }), "{err}");
-    }
-
-    #[test]
-    fn corrupted_bytes_fail_prepare_with_an_invalid_module_error() {
-        let engine = WasmtimeEngine::default();
-        let mut bad = wasm(EXIT_7);
-        bad.bytes.truncate(bad.bytes.len() / 2);
-        let err = engine.prepare(&bad, "_start").err().unwrap();
-        assert!(matches!(err, EngineError::InvalidModule(_)), "{err}");
-        assert!(!err.to_string().contains('\n'));
-    }
-
-    #[test]
-    fn a_precompiled_module_loads_and_runs() {
-        let engine = WasmtimeEngine::default();
-        let compiled = engine.precompile(&wasm(EXIT_7)).unwrap();
-        let module = engine.load_precompiled(&compiled, "_start").unwrap();
-        assert_eq!(engine.run(module, &workload("_start")).unwrap(), 7);
-        assert!(engine.fingerprint().unwrap().starts_with("wasmtime-"));
-    }
-
-    #[test]
-    fn a_trap_is_reported_as_a_trap() {
-        let engine = WasmtimeEngine::default();
-        let module = engine
-            .prepare(
-                &wasm(r#"(module (func (export "_start") unreachable))"#),
-                "_start",
-            )
-            .unwrap();
-        let err = engine.run(module, &workload("_start")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "wasm trap: wasm `unreachable` instruction executed"
-        );
-        assert_eq!(err.exit_code(), 134);
-    }
-}
+kwasi_core::engine_tests!(WasmtimeEngine::default());

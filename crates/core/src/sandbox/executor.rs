@@ -8,7 +8,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cache::CompileCache;
-use crate::engine::{Engine, Workload};
+use crate::engine::{Engine, EngineError, Workload};
 
 /// Runs a wasm workload with engine `E` in the container process.
 ///
@@ -48,13 +48,22 @@ impl<E: Engine> WasmExecutor<E> {
         let wasm = workload.read_module().map_err(|e| e.to_string())?;
         let module = match &self.cache {
             Some(cache) => cache
-                .load_or_compile(&self.engine, &wasm, &workload.entry)
+                .load_or_compile(&self.engine, &wasm)
                 .map(|(module, outcome)| {
                     log::debug!("{}: compile cache {outcome:?}", wasm.origin);
                     module
                 }),
-            None => self.engine.prepare(&wasm, &workload.entry),
+            None => self.engine.compile(&wasm),
         }
+        .and_then(|module| {
+            if self.engine.exports_entry(&module, &workload.entry) {
+                Ok(module)
+            } else {
+                Err(EngineError::MissingExport {
+                    name: workload.entry.clone(),
+                })
+            }
+        })
         .map_err(|e| format!("{}: {e}", wasm.origin))?;
         Ok((workload, module))
     }

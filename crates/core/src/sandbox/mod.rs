@@ -2,7 +2,7 @@
 //! user, as the OCI spec in the bundle asks, set up by youki's `libcontainer`.
 //!
 //! The wasm engine runs in the container's own process (the one libcontainer creates), never
-//! in the shim: [`executor`] is the code that runs there.
+//! in the shim: `executor` is the code that runs there.
 
 mod executor;
 mod rootfs;

@@ -1,6 +1,6 @@
 //! The shim binary's entry point: containerd runs `containerd-shim-<engine>-v1` with `start`
 //! (spawn the long-lived server and print its address), with `delete` (clean up after a dead
-//! server), or as the server itself ([`serve`]). containerd-shim parses the flags and the
+//! server), or as the server itself (`serve`). containerd-shim parses the flags and the
 //! start protocol; this module says what kwasi does at each step.
 
 mod serve;
@@ -30,7 +30,7 @@ const STATE_ROOT: &str = "/run/kwasi";
 /// `kwasi_core::shim::run::<WasmtimeEngine>("io.containerd.wasmtime.v1")`.
 ///
 /// `E::default()` is called in the server process; keep it cheap (the engine's heavy state
-/// belongs in [`Engine::prepare`], which runs in the container process).
+/// belongs in [`Engine::compile`], which runs in the container process).
 pub fn run<E: Engine + Default>(runtime_id: &str) {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     match containerd_shim::parse(&args) {

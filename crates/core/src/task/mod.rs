@@ -5,7 +5,7 @@
 //! - `create`: mount the rootfs, build the sandbox, compile the module in it (TaskCreate);
 //! - `start`: let the container process run the guest (TaskStart);
 //! - `wait`: block until it exits; `kill` signals it; the exit is seen by containerd-shim's
-//!   reaper and recorded by [`exits`] (TaskExit);
+//!   reaper and recorded by `exits` (TaskExit);
 //! - `delete`: remove the sandbox and unmount the rootfs (TaskDelete);
 //! - `shutdown`: once no task is left, the shim process exits.
 //!
