@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::*;
+use measure::{check, median, ms};
+
+mod measure;
 
 fn main() -> Result<()> {
     let rounds: usize = match std::env::args().nth(1) {
@@ -95,6 +98,30 @@ fn main() -> Result<()> {
         );
     }
 
+    // What every create now adds: asking containerd (gRPC) whether the image has a wasm
+    // layer, for an image that has none.
+    let lookup_id = "lookup";
+    let created = c.ctr(&["containers", "create", &wasm, lookup_id]);
+    if created.status != 0 {
+        bail!("ctr containers create: {created:?}");
+    }
+    let address = c.socket().display().to_string();
+    let mut lookups = Vec::new();
+    for _ in 0..rounds.max(50) {
+        let t = Instant::now();
+        let layer = kwasi_core::image::layers::wasm_layer(&address, NAMESPACE, lookup_id)?;
+        lookups.push(t.elapsed());
+        if layer.is_some() {
+            bail!("the hello image has no wasm layer");
+        }
+    }
+    c.ctr(&["containers", "rm", lookup_id]);
+    println!(
+        "image lookup at create (wasm layer? none), median of {}: {:.2} ms",
+        lookups.len(),
+        ms(median(&mut lookups))
+    );
+
     // The idle container runs a module that ran before (its compiled form is cached), as a
     // restarted or scaled-out pod does.
     for shim in &shims {
@@ -137,22 +164,6 @@ fn main() -> Result<()> {
 }
 
 const HELLO: &str = "Hello from WebAssembly, run by kwasi!";
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn check(out: &CtrOutput, expected: &str) -> Result<()> {
-    if out.status != 0 || out.stdout.trim() != expected {
-        bail!("unexpected run: {out:?}");
-    }
-    Ok(())
-}
 
 /// A static busybox image for runc, packed with `kwasi image build` (Debian's busybox-static).
 fn busybox_image(c: &Containerd) -> Result<String> {

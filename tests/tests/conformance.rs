@@ -58,6 +58,16 @@ conformance!(
         a_corrupted_module_fails_create_with_a_reason,
         a_missing_entrypoint_fails_create_with_a_reason,
         a_missing_export_fails_create_with_a_reason,
+        a_module_in_an_application_wasm_layer_runs_with_the_files_as_rootfs,
+        a_module_in_a_component_layer_runs_with_the_files_as_rootfs,
+        a_module_in_a_spin_layer_runs_with_the_files_as_rootfs,
+        a_hash_alone_runs_the_named_export_of_a_wasm_layer,
+        a_cncf_wasm_artifact_behind_an_index_runs_through_the_containerd_api,
+        an_artifact_with_two_wasm_layers_fails_create_with_a_reason,
+        an_artifact_layer_that_is_not_wasm_fails_create_with_a_reason,
+        an_image_naming_a_missing_blob_fails_create_with_a_reason,
+        a_wasm_layer_is_cached_under_its_digest,
+        an_unusable_cache_directory_is_logged_and_modules_still_run,
         a_trapping_module_exits_non_zero_with_the_trap_on_stderr,
         the_first_start_stores_the_compiled_module_and_later_starts_reuse_it,
         a_corrupted_cache_entry_is_replaced_and_never_loaded,
@@ -651,5 +661,208 @@ fn containerd_receives_create_start_exit_delete_events_in_order(shim: &Shim) {
     );
     let exit = text.lines().find(|l| l.contains("/tasks/exit")).unwrap();
     assert!(exit.contains("\"exit_status\":3"), "{exit}");
+    assert_clean(&c, &id);
+}
+
+/// A containerd with the probe guest imported, not unpacked, as `kwasi.test/probe:latest`,
+/// built with `extra` `kwasi image build` flags; for [`Containerd::run_via_api`].
+fn with_probe_for_api(extra: &[&str]) -> (Containerd, String) {
+    let c = Containerd::start().expect("starting containerd");
+    let image = c
+        .import_wasm_for_api("kwasi.test/probe", &guests_dir().join("probe.wasm"), extra)
+        .expect("importing the probe image");
+    (c, image)
+}
+
+/// `kwasi image build --layer-type LAYER_TYPE` of the probe with a file: the module comes from
+/// its layer, the file from the rootfs unpacked from the image's tar layer.
+fn a_layer_image_runs(shim: &Shim, layer_type: &str) {
+    let (_dir, file) = shipped("beside a wasm layer\n", "/etc/greeting.txt");
+    let (c, image) = with_probe_for_api(&["--layer-type", layer_type, "--file", &file]);
+    let id = unique_id("layer");
+    let out = c.run_via_api(
+        shim.runtime,
+        &image,
+        &id,
+        &["/app.wasm", "read", "/etc/greeting.txt"],
+    );
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (0, "beside a wasm layer\n"),
+        "{out:?}"
+    );
+    assert_clean(&c, &id);
+    // The module is not a file in the rootfs.
+    let id2 = unique_id("layer-ls");
+    let out = c.run_via_api(
+        shim.runtime,
+        &image,
+        &id2,
+        &["/app.wasm", "read", "/app.wasm"],
+    );
+    assert_ne!(out.status, 0, "{out:?}");
+    assert_clean(&c, &id2);
+}
+
+fn a_module_in_an_application_wasm_layer_runs_with_the_files_as_rootfs(shim: &Shim) {
+    a_layer_image_runs(shim, "wasm");
+}
+
+fn a_module_in_a_component_layer_runs_with_the_files_as_rootfs(shim: &Shim) {
+    a_layer_image_runs(shim, "component");
+}
+
+fn a_module_in_a_spin_layer_runs_with_the_files_as_rootfs(shim: &Shim) {
+    a_layer_image_runs(shim, "spin");
+}
+
+fn a_hash_alone_runs_the_named_export_of_a_wasm_layer(shim: &Shim) {
+    let c = Containerd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("two.wasm");
+    std::fs::write(&module, wat::parse_str(TWO_ENTRIES).unwrap()).unwrap();
+    let image = c
+        .import_wasm_for_api("kwasi.test/two-layer", &module, &["--layer-type", "wasm"])
+        .unwrap();
+    let id = unique_id("layer-func");
+    let out = c.run_via_api(shim.runtime, &image, &id, &["#greet"]);
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (0, "from greet\n"),
+        "{out:?}"
+    );
+    assert_clean(&c, &id);
+}
+
+fn a_cncf_wasm_artifact_behind_an_index_runs_through_the_containerd_api(shim: &Shim) {
+    let (c, image) = with_probe_for_api(&["--artifact"]);
+    let id = unique_id("artifact");
+    let out = c.run_via_api(shim.runtime, &image, &id, &["probe", "args", "x"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with("arg[0]=probe\narg[1]=args\narg[2]=x\n"),
+        "{out:?}"
+    );
+    assert_clean(&c, &id);
+}
+
+/// Imports a hand-made artifact of `layers`, runs it through the API and checks that the
+/// task was refused with `expected` and left nothing behind.
+fn assert_artifact_rejected(shim: &Shim, layers: Vec<layout::Part>, expected: &str) {
+    let c = Containerd::start().unwrap();
+    let tar = c.dir().join("bad-artifact.tar");
+    let config = layout::Part {
+        media_type: "application/vnd.wasm.config.v0+json",
+        bytes: br#"{"architecture":"wasm","os":"wasip1"}"#.to_vec(),
+    };
+    layout::write(&tar, "kwasi.test/bad-artifact:v1", config, layers).unwrap();
+    c.import_without_unpacking(&tar).unwrap();
+    let id = unique_id("bad-artifact");
+    let out = c.run_via_api(
+        shim.runtime,
+        "kwasi.test/bad-artifact:v1",
+        &id,
+        &["#_start"],
+    );
+    assert_eq!(out.status, -1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("image kwasi.test/bad-artifact:v1: {expected}")),
+        "expected {expected:?} in {out:?}"
+    );
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+    assert_clean(&c, &id);
+}
+
+fn probe_part(media_type: &str) -> layout::Part<'_> {
+    layout::Part {
+        media_type,
+        bytes: std::fs::read(guests_dir().join("probe.wasm")).unwrap(),
+    }
+}
+
+fn an_artifact_with_two_wasm_layers_fails_create_with_a_reason(shim: &Shim) {
+    let second = layout::Part {
+        media_type: "application/wasm",
+        bytes: wat::parse_str(TWO_ENTRIES).unwrap(),
+    };
+    assert_artifact_rejected(
+        shim,
+        vec![probe_part("application/wasm"), second],
+        "a wasm artifact must have exactly one application/wasm layer; this one has 2",
+    );
+}
+
+fn an_artifact_layer_that_is_not_wasm_fails_create_with_a_reason(shim: &Shim) {
+    let layer = probe_part("application/vnd.oci.image.layer.v1.tar");
+    let expected = format!(
+        "layer {} of the wasm artifact is application/vnd.oci.image.layer.v1.tar, not \
+         application/wasm",
+        layer.digest()
+    );
+    assert_artifact_rejected(shim, vec![layer], &expected);
+}
+
+fn an_image_naming_a_missing_blob_fails_create_with_a_reason(shim: &Shim) {
+    let (c, image) = with_probe_for_api(&["--layer-type", "wasm"]);
+    let digest = probe_part("application/wasm").digest();
+    let removed = c.ctr(&["content", "rm", &digest]);
+    assert_eq!(removed.status, 0, "{removed:?}");
+    let id = unique_id("missing-blob");
+    let out = c.run_via_api(shim.runtime, &image, &id, &["/app.wasm"]);
+    assert_eq!(out.status, -1, "{out:?}");
+    let expected = format!(
+        "image {image}: blob {digest} is not in containerd's content store (import or pull the \
+         whole image)"
+    );
+    assert!(
+        out.stderr.contains(&expected),
+        "expected {expected:?} in {out:?}"
+    );
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+    assert_clean(&c, &id);
+}
+
+fn a_wasm_layer_is_cached_under_its_digest(shim: &Shim) {
+    let (c, image) = with_probe_for_api(&["--layer-type", "component"]);
+    let id = unique_id("layer-cache");
+    let out = c.run_via_api(shim.runtime, &image, &id, &["/app.wasm", "hello"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let entries = c.cache_entries();
+    if let Some(reason) = shim.difference("compile cache") {
+        eprintln!("{}: expected difference: {reason}", shim.engine);
+        assert_eq!(entries, vec![]);
+    } else {
+        let digest = probe_part("application/wasm").digest();
+        let names: Vec<String> = entries
+            .iter()
+            .map(|(path, _)| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![digest.replace("sha256:", "")]);
+    }
+    assert_clean(&c, &id);
+}
+
+fn an_unusable_cache_directory_is_logged_and_modules_still_run(shim: &Shim) {
+    let (c, image) = with_probe(&[]);
+    // A file where the cache directory should be.
+    std::fs::write(c.cache_dir(), "not a directory").unwrap();
+    let id = unique_id("no-cache");
+    let out = c.run(shim.runtime, &[], &image, &id, &["/app.wasm", "hello"]);
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (0, "hello from wasm\n"),
+        "{out:?}"
+    );
+    let expected = format!(
+        "compile cache {} unusable, compiling at every start",
+        c.cache_dir().display()
+    );
+    assert!(
+        c.log().contains(&expected),
+        "no {expected:?} in\n{}",
+        c.log()
+    );
     assert_clean(&c, &id);
 }

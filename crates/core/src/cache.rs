@@ -6,12 +6,14 @@
 //! - Location: `$KWASI_CACHE_DIR` or `/var/lib/kwasi/cache`, then one directory per engine and
 //!   one per engine fingerprint (version and configuration): a new engine version or
 //!   configuration never sees old entries.
-//! - Key: the SHA-256 of the module's bytes, so the same module shipped in different images
-//!   is compiled once.
+//! - Key: the SHA-256 of the module's bytes (for a wasm layer, its digest), so the same module
+//!   shipped in different images is compiled once.
 //! - Entries are written to a temporary name and renamed into place, so a reader never sees
 //!   a half-written entry and concurrent first starts at worst compile twice. Each entry
-//!   carries the SHA-256 of its payload: a corrupted or truncated entry is detected, removed
-//!   and rebuilt, never loaded.
+//!   carries the length and CRC-32 of its payload: a corrupted or truncated entry is detected,
+//!   removed and rebuilt, never loaded. (A checksum, not a cryptographic hash: it guards
+//!   against damage, and checks 36 MB in a few milliseconds where SHA-256 took 20; whoever
+//!   can write the cache directory is root on the node anyway.)
 //!
 //! The shim opens the cache directory; the container process, which compiles, reaches it
 //! through that descriptor after `pivot_root`.
@@ -23,16 +25,15 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{mkdirat, Mode};
-use sha2::{Digest, Sha256};
 
-use crate::engine::{Engine, EngineError, WasmBytes};
+use crate::engine::{Engine, EngineError, Scratch, WasmBytes};
 
 /// The default cache root.
 const DEFAULT_ROOT: &str = "/var/lib/kwasi/cache";
 /// The environment variable that overrides it.
 pub const CACHE_DIR_ENV: &str = "KWASI_CACHE_DIR";
 /// The first bytes of every entry.
-const MAGIC: &[u8; 8] = b"KWASIC1\n";
+const MAGIC: &[u8; 8] = b"KWASIC2\n";
 
 /// A cache directory for one engine, open in the shim and usable after `pivot_root`.
 #[derive(Debug)]
@@ -87,7 +88,7 @@ impl CompileCache {
                 return Ok((engine.compile(wasm)?, Outcome::NotStored));
             }
         };
-        let key = hex(&Sha256::digest(&wasm.bytes));
+        let key = wasm.sha256_hex();
         if let Some(payload) = read_entry(&subdir, &key) {
             match engine.load_precompiled(&payload) {
                 Ok(module) => return Ok((module, Outcome::Hit)),
@@ -97,7 +98,17 @@ impl CompileCache {
                 }
             }
         }
-        let compiled = engine.precompile(wasm)?;
+        // `/proc/self/fd/N` reaches the cache directory inside the sandbox too.
+        let scratch = Scratch::under(format!("/proc/self/fd/{}", subdir.as_raw_fd()));
+        let compiled = match engine.precompile(wasm, &scratch) {
+            Ok(compiled) => compiled,
+            Err(err @ EngineError::InvalidModule(_)) => return Err(err),
+            Err(err) => {
+                // An engine whose ahead-of-time compiler fails here still runs the module.
+                log::warn!("compile cache: cannot precompile {key}, running it uncached: {err}");
+                return Ok((engine.compile(wasm)?, Outcome::NotStored));
+            }
+        };
         let outcome = match write_entry(&subdir, &key, &compiled) {
             Ok(()) => Outcome::Stored,
             Err(err) => {
@@ -150,31 +161,39 @@ fn remove_at(dir: &OwnedFd, name: &str) {
 /// The payload of entry `key`, if present and intact; a damaged entry is removed.
 fn read_entry(dir: &OwnedFd, key: &str) -> Option<Vec<u8>> {
     let mut file = open_at(dir, key, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty()).ok()?;
-    let mut data = Vec::new();
-    if file.read_to_end(&mut data).is_err() {
-        return None;
-    }
-    if verify(&data).is_none() {
+    // The header first, then the payload straight into a buffer of its size: no copy.
+    let mut head = [0u8; HEADER_LEN];
+    let mut payload = Vec::new();
+    let read = file.read_exact(&mut head).and_then(|()| {
+        let len = u64::from_le_bytes(
+            head[MAGIC.len()..MAGIC.len() + 8]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        // Never trust a damaged length with an allocation: cap it by the file's size.
+        let size = file.metadata()?.len();
+        payload.reserve_exact(len.min(size) as usize);
+        file.read_to_end(&mut payload)
+    });
+    if read.is_err() || head[..] != header(&payload)[..] {
         log::warn!("compile cache: entry {key} is damaged; rebuilding it");
         remove_at(dir, key);
         return None;
     }
-    // The payload follows the header: drop the header rather than copy the payload.
-    data.drain(..HEADER_LEN);
-    Some(data)
+    Some(payload)
 }
 
-/// The length of an entry's header: the magic, then the payload's SHA-256.
-const HEADER_LEN: usize = MAGIC.len() + 32;
+/// The length of an entry's header: the magic, the payload's length (u64) and CRC-32 (u32),
+/// little-endian.
+const HEADER_LEN: usize = MAGIC.len() + 8 + 4;
 
-/// The payload of an entry whose header and checksum are right.
-fn verify(data: &[u8]) -> Option<&[u8]> {
-    let rest = data.strip_prefix(MAGIC.as_slice())?;
-    if data.len() < HEADER_LEN {
-        return None;
-    }
-    let (sum, payload) = rest.split_at(HEADER_LEN - MAGIC.len());
-    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
+/// An entry's header for `payload`.
+fn header(payload: &[u8]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header
 }
 
 /// Writes entry `key` under a temporary name and renames it into place.
@@ -194,8 +213,7 @@ fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> 
         Mode::from_bits_truncate(0o600),
     )?;
     let written = file
-        .write_all(MAGIC)
-        .and_then(|()| file.write_all(&Sha256::digest(payload)))
+        .write_all(&header(payload))
         .and_then(|()| file.write_all(payload))
         .and_then(|()| file.sync_data());
     let renamed = written.and_then(|()| {
@@ -211,10 +229,6 @@ fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> 
         remove_at(dir, &tmp);
     }
     renamed
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fingerprint as a single safe path component.
@@ -237,11 +251,19 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    /// The payload of an entry whose header, length and checksum are right.
+    fn verify(data: &[u8]) -> Option<&[u8]> {
+        let payload = data.get(HEADER_LEN..)?;
+        (data[..HEADER_LEN] == header(payload)[..]).then_some(payload)
+    }
+
     /// An engine whose "compiled form" is the module reversed, counting compiles.
     #[derive(Clone, Default)]
     struct Fake {
         compiles: Arc<AtomicUsize>,
         version: &'static str,
+        /// Compiles through a file in its scratch space, as WasmEdge's AOT compiler does.
+        uses_files: bool,
     }
 
     impl Engine for Fake {
@@ -261,8 +283,12 @@ mod tests {
         fn fingerprint(&self) -> Option<String> {
             Some(format!("fake/{}", self.version))
         }
-        fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+        fn precompile(&self, wasm: &WasmBytes, scratch: &Scratch) -> Result<Vec<u8>, EngineError> {
             self.compiles.fetch_add(1, Ordering::SeqCst);
+            if self.uses_files {
+                std::fs::write(scratch.dir()?.join("object.o"), &wasm.bytes)
+                    .map_err(|e| EngineError::Other(e.to_string()))?;
+            }
             Ok(wasm.bytes.iter().rev().copied().collect())
         }
         fn load_precompiled(&self, compiled: &[u8]) -> Result<Vec<u8>, EngineError> {
@@ -273,6 +299,7 @@ mod tests {
     fn wasm(bytes: &[u8]) -> WasmBytes {
         WasmBytes {
             origin: "/m.wasm".into(),
+            sha256: None,
             bytes: bytes.to_vec(),
         }
     }
@@ -363,6 +390,21 @@ mod tests {
         }
         let files = entries(root.path());
         assert_eq!(files.len(), 1, "{files:?}");
+        assert!(verify(&std::fs::read(&files[0]).unwrap()).is_some());
+    }
+
+    #[test]
+    fn a_compiler_working_through_files_gets_scratch_space_that_is_removed_afterwards() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let engine = Fake {
+            uses_files: true,
+            ..Default::default()
+        };
+        let (m, o) = cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
+        assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Stored));
+        let files = entries(root.path());
+        assert_eq!(files.len(), 1, "only the entry remains: {files:?}");
         assert!(verify(&std::fs::read(&files[0]).unwrap()).is_some());
     }
 

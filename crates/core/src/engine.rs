@@ -15,7 +15,7 @@
 //!    environment and preopened directories, calls the entry function and returns the
 //!    guest's exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The name of the entry function that a WASI command exports.
 pub const DEFAULT_ENTRY: &str = "_start";
@@ -59,8 +59,9 @@ pub trait Engine: Clone + Send + Sync + 'static {
     }
 
     /// Compiles `wasm` ahead of time to bytes that [`Engine::load_precompiled`] accepts.
-    fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
-        let _ = wasm;
+    /// An engine whose compiler works through files does so in `scratch`.
+    fn precompile(&self, wasm: &WasmBytes, scratch: &Scratch) -> Result<Vec<u8>, EngineError> {
+        let _ = (wasm, scratch);
         Err(EngineError::Other(format!(
             "{} cannot precompile",
             self.name()
@@ -78,13 +79,77 @@ pub trait Engine: Clone + Send + Sync + 'static {
     }
 }
 
+/// A private, writable directory on the node's disk for an ahead-of-time compiler that works
+/// through files (WasmEdge's). The directory is made when first asked for, so engines that
+/// compile in memory cost nothing, and removed with its contents when the `Scratch` is
+/// dropped. The compile cache places it next to its entries, through a path that still
+/// reaches them inside the sandbox.
+#[derive(Debug)]
+pub struct Scratch {
+    parent: PathBuf,
+    dir: std::sync::OnceLock<PathBuf>,
+}
+
+impl Scratch {
+    /// Scratch space in a new directory under `parent`.
+    pub fn under(parent: impl Into<PathBuf>) -> Scratch {
+        Scratch {
+            parent: parent.into(),
+            dir: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The directory, created on first use.
+    pub fn dir(&self) -> Result<&Path, EngineError> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = self
+            .parent
+            .join(format!(".scratch-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| {
+            EngineError::Other(format!(
+                "making scratch space in {}: {e}",
+                self.parent.display()
+            ))
+        })?;
+        Ok(self.dir.get_or_init(|| dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The bytes of a WebAssembly module and where they came from.
 #[derive(Debug, Clone)]
 pub struct WasmBytes {
-    /// Where the bytes were read from, as the guest sees it (for error messages).
+    /// Where the bytes were read from: a path as the guest sees it, or an image layer (for
+    /// error messages).
     pub origin: String,
     /// The module's binary encoding.
     pub bytes: Vec<u8>,
+    /// The SHA-256 of `bytes` in hex, when already known (an image layer's digest), so that
+    /// it is not computed again.
+    pub sha256: Option<String>,
+}
+
+impl WasmBytes {
+    /// The SHA-256 of the bytes, in lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        match &self.sha256 {
+            Some(known) => known.clone(),
+            None => crate::sha256_hex(&self.bytes),
+        }
+    }
 }
 
 /// What to run and with what: derived by the core from the OCI spec.

@@ -12,7 +12,8 @@
 //!   cwd, preopened directories;
 //! - [`engine`]: the [`Engine`](engine::Engine) trait a runtime crate implements;
 //! - [`cache`]: the node-local cache of compiled modules;
-//! - [`image`]: packing a module into an OCI image that `ctr images import` accepts;
+//! - [`image`]: OCI images of wasm: reading a module from an image's wasm layer, and packing
+//!   one into an image archive that `ctr images import` accepts;
 //! - `testkit` (feature `testkit`): the tests every engine crate runs against its engine.
 //!
 //! Exit statuses follow containerd's convention: the guest's exit code, or 128 + N when
@@ -30,3 +31,12 @@ pub mod task;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod workload;
+
+/// The SHA-256 of `data`, in lowercase hex.
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -9,7 +9,7 @@
 //! The end-to-end conformance suite (`tests/`) checks the same through containerd; these run
 //! in a second and pin down the trait's contract.
 
-use crate::engine::{Engine, EngineError, WasmBytes, Workload, DEFAULT_ENTRY};
+use crate::engine::{Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY};
 
 /// A module whose `_start` calls `proc_exit(7)`, which also exports an empty `other`, a
 /// function with a parameter and its memory.
@@ -27,6 +27,7 @@ pub const TRAP: &str = r#"(module (func (export "_start") unreachable))"#;
 pub fn wasm(wat: &str) -> WasmBytes {
     WasmBytes {
         origin: "/test.wasm".into(),
+        sha256: None,
         bytes: wat::parse_str(wat).expect("the test module is valid WAT"),
     }
 }
@@ -87,13 +88,20 @@ pub fn a_precompiled_module_loads_and_runs_if_the_engine_precompiles<E: Engine>(
     match engine.fingerprint() {
         Some(fingerprint) => {
             assert!(fingerprint.starts_with(engine.name()), "{fingerprint}");
-            let compiled = engine.precompile(&wasm(EXIT_7)).unwrap();
+            let scratch = tempfile::tempdir().unwrap();
+            let compiled = engine
+                .precompile(&wasm(EXIT_7), &Scratch::under(scratch.path()))
+                .unwrap();
+            let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
+            assert!(left.is_empty(), "precompiling left {left:?}");
             let module = engine.load_precompiled(&compiled).unwrap();
             assert!(engine.exports_entry(&module, DEFAULT_ENTRY));
             assert!(!engine.exports_entry(&module, "nope"));
             assert_eq!(engine.run(module, &workload(DEFAULT_ENTRY)).unwrap(), 7);
         }
-        None => assert!(engine.precompile(&wasm(EXIT_7)).is_err()),
+        None => assert!(engine
+            .precompile(&wasm(EXIT_7), &Scratch::under("/nonexistent"))
+            .is_err()),
     }
 }
 

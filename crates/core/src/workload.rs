@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use crate::engine::{Preopen, WasmBytes, Workload, DEFAULT_ENTRY};
+use crate::image::layers::WasmLayer;
 
 /// The first four bytes of every WebAssembly binary.
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
@@ -16,8 +17,11 @@ const SYSTEM_MOUNTS: &[&str] = &["/proc", "/sys", "/dev"];
 /// Why a spec or its entrypoint cannot be run as a wasm workload.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    /// `process` or `process.args` is missing or empty.
-    #[error("the OCI spec has no process.args: give the image an entrypoint or pass a command")]
+    /// `process.args[0]` names no module, and the image has no wasm layer.
+    #[error(
+        "the OCI spec's process.args names no module and the image has no wasm layer: give the \
+         image an entrypoint or pass a command"
+    )]
     NoArgs,
     /// The entrypoint is not in the container's filesystem.
     #[error("entrypoint {0}: no such file in the container")]
@@ -44,23 +48,23 @@ impl Workload {
     /// Reads the workload out of an OCI runtime spec.
     ///
     /// `process.args[0]` names the module; a `#name` suffix (`/app.wasm#serve`) selects the
-    /// exported function `name` instead of `_start`. The guest sees `/` (read-write unless
+    /// exported function `name` instead of `_start`. When the image ships the module as a wasm
+    /// layer ([`Workload::use_layer`]), `args[0]` may be only `#name`, or missing. The guest sees `/` (read-write unless
     /// `root.readonly`) and every bind mount of a directory under its destination, read-only
     /// when the mount has the `ro` option.
     pub fn from_spec(spec: &Spec) -> Result<Workload, WorkloadError> {
         let process = spec.process().as_ref().ok_or(WorkloadError::NoArgs)?;
         let mut args = process.args().clone().unwrap_or_default();
-        let first = args.first().ok_or(WorkloadError::NoArgs)?.clone();
-        let (module, entry) = match first.rsplit_once('#') {
-            Some((module, func)) if !func.is_empty() => (module.to_string(), func.to_string()),
-            _ => (first.clone(), DEFAULT_ENTRY.to_string()),
-        };
-        if module.is_empty() {
-            return Err(WorkloadError::NoArgs);
+        if args.is_empty() {
+            args.push(String::new());
         }
+        let (module, entry) = match args[0].rsplit_once('#') {
+            Some((module, func)) if !func.is_empty() => (module.to_string(), func.to_string()),
+            _ => (args[0].clone(), DEFAULT_ENTRY.to_string()),
+        };
         args[0] = module.clone();
         let cwd = process.cwd().clone();
-        let module_path = if Path::new(&module).is_absolute() {
+        let module_path = if module.is_empty() || Path::new(&module).is_absolute() {
             PathBuf::from(&module)
         } else {
             cwd.join(&module)
@@ -127,9 +131,29 @@ impl Workload {
             .collect()
     }
 
+    /// Runs the module of an image's wasm layer instead of a file: `args[0]`, when the spec
+    /// gave none, becomes the layer's title (or `app.wasm`), and the returned bytes are the
+    /// layer's.
+    pub fn use_layer(&mut self, layer: &WasmLayer) -> WasmBytes {
+        if self.args[0].is_empty() {
+            self.args[0] = layer
+                .title
+                .clone()
+                .unwrap_or_else(|| "app.wasm".to_string());
+        }
+        WasmBytes {
+            origin: format!("wasm layer {}", layer.digest),
+            bytes: layer.bytes.clone(),
+            sha256: layer.digest.strip_prefix("sha256:").map(str::to_string),
+        }
+    }
+
     /// Reads the module named by the entrypoint and checks that it is WebAssembly.
     pub fn read_module(&self) -> Result<WasmBytes, WorkloadError> {
         let path = &self.module_path;
+        if path.as_os_str().is_empty() {
+            return Err(WorkloadError::NoArgs);
+        }
         let bytes = std::fs::read(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => WorkloadError::NotFound(path.clone()),
             _ => WorkloadError::Unreadable {
@@ -141,6 +165,7 @@ impl Workload {
         Ok(WasmBytes {
             origin: path.display().to_string(),
             bytes,
+            sha256: None,
         })
     }
 }
@@ -225,11 +250,38 @@ mod tests {
     }
 
     #[test]
-    fn empty_args_are_an_error() {
-        assert!(matches!(
-            Workload::from_spec(&spec(&[], "/")),
-            Err(WorkloadError::NoArgs)
-        ));
+    fn without_args_there_is_no_module_file_to_read() {
+        let w = Workload::from_spec(&spec(&[], "/")).unwrap();
+        assert!(matches!(w.read_module(), Err(WorkloadError::NoArgs)));
+    }
+
+    fn layer(title: Option<&str>) -> WasmLayer {
+        WasmLayer {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            media_type: "application/wasm".into(),
+            title: title.map(str::to_string),
+            bytes: b"\0asm\x01\0\0\0".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_hash_alone_selects_the_entry_of_a_wasm_layer_named_by_its_title() {
+        let mut w = Workload::from_spec(&spec(&["#serve", "x"], "/")).unwrap();
+        let wasm = w.use_layer(&layer(Some("hello.wasm")));
+        assert_eq!(w.entry, "serve");
+        assert_eq!(w.args, vec!["hello.wasm", "x"]);
+        assert_eq!(wasm.sha256_hex(), "ab".repeat(32));
+        assert!(wasm.origin.starts_with("wasm layer sha256:abab"));
+    }
+
+    #[test]
+    fn a_wasm_layer_without_args_runs_start_as_app_wasm() {
+        let mut w = Workload::from_spec(&spec(&[], "/")).unwrap();
+        w.use_layer(&layer(None));
+        assert_eq!(
+            (w.entry.as_str(), w.args.clone()),
+            ("_start", vec!["app.wasm".to_string()])
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod rootfs;
 
 use std::sync::{Arc, OnceLock};
 
-use kwasi_core::engine::{Engine, EngineError, WasmBytes, Workload};
+use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload};
 use wasmer::{Module, RuntimeError, Store};
 use wasmer_types::ModuleHash;
 use wasmer_wasix::os::task::thread::WasiThreadError;
@@ -65,7 +65,7 @@ impl Engine for WasmerEngine {
         Some(format!("wasmer-{:016x}", hasher.finish()))
     }
 
-    fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+    fn precompile(&self, wasm: &WasmBytes, _: &Scratch) -> Result<Vec<u8>, EngineError> {
         self.compile(wasm)?
             .serialize()
             .map(|bytes| bytes.to_vec())

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use kwasi_core::engine::{Engine, EngineError, WasmBytes, Workload};
+use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload};
 use wasmtime::{Linker, Module, Store, Trap};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -62,7 +62,7 @@ impl Engine for WasmtimeEngine {
         Some(format!("wasmtime-{:016x}", hasher.finish()))
     }
 
-    fn precompile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+    fn precompile(&self, wasm: &WasmBytes, _: &Scratch) -> Result<Vec<u8>, EngineError> {
         self.engine()?
             .precompile_module(&wasm.bytes)
             .map_err(|e| EngineError::InvalidModule(one_line(&e)))

@@ -9,6 +9,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cache::CompileCache;
 use crate::engine::{Engine, EngineError, Workload};
+use crate::image::layers::WasmLayer;
 
 /// Runs a wasm workload with engine `E` in the container process.
 ///
@@ -18,6 +19,7 @@ use crate::engine::{Engine, EngineError, Workload};
 pub(crate) struct WasmExecutor<E: Engine> {
     engine: E,
     cache: Option<Arc<CompileCache>>,
+    wasm_layer: Option<Arc<WasmLayer>>,
     prepared: Arc<Mutex<Option<Prepared<E>>>>,
 }
 
@@ -29,23 +31,32 @@ impl<E: Engine> Clone for WasmExecutor<E> {
         Self {
             engine: self.engine.clone(),
             cache: self.cache.clone(),
+            wasm_layer: self.wasm_layer.clone(),
             prepared: Arc::clone(&self.prepared),
         }
     }
 }
 
 impl<E: Engine> WasmExecutor<E> {
-    pub(crate) fn new(engine: E, cache: Option<Arc<CompileCache>>) -> Self {
+    pub(crate) fn new(
+        engine: E,
+        cache: Option<Arc<CompileCache>>,
+        wasm_layer: Option<Arc<WasmLayer>>,
+    ) -> Self {
         Self {
             engine,
             cache,
+            wasm_layer,
             prepared: Arc::new(Mutex::new(None)),
         }
     }
 
     fn prepare(&self, spec: &Spec) -> Result<Prepared<E>, String> {
-        let workload = Workload::from_spec(spec).map_err(|e| e.to_string())?;
-        let wasm = workload.read_module().map_err(|e| e.to_string())?;
+        let mut workload = Workload::from_spec(spec).map_err(|e| e.to_string())?;
+        let wasm = match &self.wasm_layer {
+            Some(layer) => workload.use_layer(layer),
+            None => workload.read_module().map_err(|e| e.to_string())?,
+        };
         let module = match &self.cache {
             Some(cache) => cache
                 .load_or_compile(&self.engine, &wasm)

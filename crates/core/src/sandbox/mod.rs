@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 
 use crate::cache::CompileCache;
 use crate::engine::Engine;
+use crate::image::layers::WasmLayer;
 pub use rootfs::{unmount_rootfs, RootfsMount};
 pub use stdio::StdioPaths;
 
@@ -39,6 +40,8 @@ pub struct SandboxConfig {
     pub state_root: PathBuf,
     /// The compile cache, when one could be opened.
     pub cache: Option<Arc<CompileCache>>,
+    /// The module, when the image ships it as a wasm layer rather than as a file in the rootfs.
+    pub wasm_layer: Option<Arc<WasmLayer>>,
 }
 
 /// A created container: its process waits in the sandbox until [`Sandbox::start`].
@@ -145,7 +148,11 @@ fn build_container<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Conta
     std::fs::create_dir_all(&config.state_root)
         .with_context(|| format!("creating {}", config.state_root.display()))?;
     ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
-        .with_executor(executor::WasmExecutor::new(engine, config.cache.clone()))
+        .with_executor(executor::WasmExecutor::new(
+            engine,
+            config.cache.clone(),
+            config.wasm_layer.clone(),
+        ))
         .with_root_path(&config.state_root)
         .map_err(|e| anyhow!("{e}"))?
         .with_stdin(stdio.stdin)

@@ -50,6 +50,8 @@ pub fn run<E: Engine + Default>(runtime_id: &str) {
 struct KwasiShim<E> {
     id: String,
     namespace: String,
+    /// containerd's gRPC address, where the images and their content are.
+    containerd_address: String,
     exit: Arc<ExitSignal>,
     engine: PhantomData<fn() -> E>,
 }
@@ -59,6 +61,7 @@ impl<E> KwasiShim<E> {
         KwasiShim {
             id: flags.id.clone(),
             namespace: flags.namespace.clone(),
+            containerd_address: flags.address.clone(),
             exit: Arc::new(ExitSignal::default()),
             engine: PhantomData,
         }
@@ -135,6 +138,7 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
         TaskService::new(
             E::default(),
             &self.namespace,
+            &self.containerd_address,
             state_root(&self.namespace),
             publisher,
             Arc::clone(&self.exit),

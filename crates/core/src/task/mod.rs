@@ -2,7 +2,8 @@
 //! serving every task containerd gives that shim.
 //!
 //! The lifecycle of a task, call by call:
-//! - `create`: mount the rootfs, build the sandbox, compile the module in it (TaskCreate);
+//! - `create`: read the module from the image's wasm layer if it has one, mount the rootfs,
+//!   build the sandbox, compile the module in it (TaskCreate);
 //! - `start`: let the container process run the guest (TaskStart);
 //! - `wait`: block until it exits; `kill` signals it; the exit is seen by containerd-shim's
 //!   reaper and recorded by `exits` (TaskExit);
@@ -36,6 +37,7 @@ use nix::sys::signal::Signal;
 
 use crate::cache::CompileCache;
 use crate::engine::Engine;
+use crate::image::layers::wasm_layer;
 use crate::sandbox::{RootfsMount, Sandbox, SandboxConfig, StdioPaths};
 use events::Events;
 use process::Task;
@@ -47,6 +49,8 @@ pub struct TaskService<E: Engine> {
 
 struct Inner<E: Engine> {
     engine: E,
+    namespace: String,
+    containerd_address: String,
     state_root: PathBuf,
     cache: Option<Arc<CompileCache>>,
     events: Events,
@@ -57,11 +61,13 @@ struct Inner<E: Engine> {
 
 impl<E: Engine> TaskService<E> {
     /// A service that runs tasks with `engine`, keeps sandbox state under `state_root`,
-    /// publishes events to containerd in `namespace`, and signals `shutdown` when containerd
-    /// asks the shim to exit with no task left.
+    /// reads images and publishes events through containerd at `containerd_address` in
+    /// `namespace`, and signals `shutdown` when containerd asks the shim to exit with no task
+    /// left.
     pub fn new(
         engine: E,
         namespace: &str,
+        containerd_address: &str,
         state_root: PathBuf,
         publisher: RemotePublisher,
         shutdown: Arc<ExitSignal>,
@@ -69,12 +75,17 @@ impl<E: Engine> TaskService<E> {
         let cache = match CompileCache::open(&CompileCache::root_from_env(), engine.name()) {
             Ok(cache) => Some(Arc::new(cache)),
             Err(err) => {
-                log::warn!("no compile cache: {err}");
+                log::warn!(
+                    "compile cache {} unusable, compiling at every start: {err}",
+                    CompileCache::root_from_env().display()
+                );
                 None
             }
         };
         let inner = Arc::new(Inner {
             engine,
+            namespace: namespace.to_string(),
+            containerd_address: containerd_address.to_string(),
             state_root,
             cache,
             events: Events::new(publisher, namespace.to_string()),
@@ -142,6 +153,23 @@ impl<E: Engine> Inner<E> {
                 format!("task {} already exists", req.id),
             ));
         }
+        // A module shipped as a wasm layer is read from the image here, in the shim; one shipped
+        // as a file is read in the container.
+        let looked_up = std::time::Instant::now();
+        let wasm_layer =
+            wasm_layer(&self.containerd_address, &self.namespace, &req.id).map_err(|e| {
+                log::error!("create {}: {e}", req.id);
+                rpc_error(Code::FAILED_PRECONDITION, e.to_string())
+            })?;
+        if let Some(layer) = &wasm_layer {
+            log::info!(
+                "create {}: wasm layer {} ({} bytes) read from containerd in {:.1} ms",
+                req.id,
+                layer.digest,
+                layer.bytes.len(),
+                looked_up.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -162,6 +190,7 @@ impl<E: Engine> Inner<E> {
             stdio: stdio.clone(),
             state_root: self.state_root.clone(),
             cache: self.cache.clone(),
+            wasm_layer: wasm_layer.map(Arc::new),
         };
         let since = self.exits.mark();
         let sandbox = Sandbox::create(self.engine.clone(), &config).map_err(|e| {
