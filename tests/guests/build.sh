@@ -1,5 +1,29 @@
 #!/bin/sh
-# Rebuilds the C test guests (needs Debian's clang, lld, wasi-libc and libclang-rt-dev-wasm32).
+# Rebuilds the test guests from their C sources.
+# Needs Debian's clang, lld, wasi-libc and libclang-rt-dev-wasm32; the components also need
+# wasm-tools and wit-bindgen (`cargo install wasm-tools wit-bindgen-cli`).
+#   probe.wasm            WASI preview 1 command (probe.c)
+#   probe.component.wasm  the same program as a wasi:cli/run component (preview 1 adapter)
+#   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen)
 set -eu
 cd "$(dirname "$0")"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
 clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -o probe.wasm probe.c
+
+# The preview 1 adapters of the wasmtime release the shims are built with.
+cargo run -q -p kwasi-e2e --bin preview1-adapter -- command > "$tmp/command.wasm"
+cargo run -q -p kwasi-e2e --bin preview1-adapter -- proxy > "$tmp/proxy.wasm"
+wasm-tools component new probe.wasm --adapt "wasi_snapshot_preview1=$tmp/command.wasm" \
+    -o probe.component.wasm
+
+# The wasi:http WIT that wasmtime-wasi-http ships.
+manifest=$(cargo metadata --format-version 1 |
+    grep -o '"manifest_path":"[^"]*/wasmtime-wasi-http-[0-9.]*/Cargo.toml"' | head -n1 | cut -d'"' -f4)
+wit-bindgen c --world wasi:http/proxy "$(dirname "$manifest")/wit" --out-dir "$tmp"
+# Keep custom sections (-Wl,--strip-debug, not --strip-all): they carry the component type.
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
+    -o "$tmp/http.core.wasm" http.c "$tmp/proxy.c" "$tmp/proxy_component_type.o"
+wasm-tools component new "$tmp/http.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/proxy.wasm" \
+    -o http.wasm

@@ -72,6 +72,15 @@ conformance!(
         the_first_start_stores_the_compiled_module_and_later_starts_reuse_it,
         a_corrupted_cache_entry_is_replaced_and_never_loaded,
         containerd_receives_create_start_exit_delete_events_in_order,
+        a_cli_component_gets_args_env_and_files_and_fails_with_status_1,
+        an_http_component_answers_get_and_echoes_a_post_body_over_keep_alive,
+        a_hundred_parallel_requests_are_all_answered,
+        sigterm_during_a_slow_request_lets_it_finish_and_the_task_exits_0,
+        a_trapping_handler_answers_500_and_the_server_keeps_serving,
+        requests_beyond_the_concurrency_and_queue_get_503,
+        a_request_body_over_the_limit_gets_413,
+        a_component_with_a_hash_entry_fails_create_with_a_reason,
+        a_bad_http_setting_fails_create_with_a_reason,
     ]
 );
 
@@ -98,6 +107,15 @@ fn shipped(content: &str, dest: &str) -> (tempfile::TempDir, String) {
 fn assert_clean(c: &Containerd, id: &str) {
     let left = c.wait_no_leftovers(id);
     assert!(left.is_empty(), "task {id} left behind: {left:#?}");
+}
+
+/// Checks that a run ended with `status` after printing exactly `stdout`.
+fn assert_output(out: &CtrOutput, status: i32, stdout: &str) {
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (status, stdout),
+        "{out:?}"
+    );
 }
 
 /// The last line of ctr's stderr: the reason it gives.
@@ -218,11 +236,7 @@ fn a_read_only_mount_cannot_be_written_by_the_module(shim: &Shim) {
         &read,
         &["/app.wasm", "read", "/data/in.txt"],
     );
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "mounted\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "mounted\n");
     let write = unique_id("ro-write");
     let out = c.run(
         shim.runtime,
@@ -249,11 +263,7 @@ fn a_read_only_rootfs_can_be_read_but_not_written(shim: &Shim) {
         &read,
         &["/app.wasm", "read", "/etc/greeting.txt"],
     );
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "shipped in the image\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "shipped in the image\n");
     let write = unique_id("ro-root-write");
     let out = c.run(
         shim.runtime,
@@ -286,18 +296,10 @@ fn a_hash_suffix_runs_the_named_export_instead_of_start(shim: &Shim) {
     let image = c.import_wat("kwasi.test/two-entries", TWO_ENTRIES).unwrap();
     let id = unique_id("func");
     let out = c.run(shim.runtime, &[], &image, &id, &["/app.wasm#greet"]);
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "from greet\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "from greet\n");
     let id2 = unique_id("start");
     let out = c.run(shim.runtime, &[], &image, &id2, &[]);
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "from _start\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "from _start\n");
     assert_clean(&c, &id);
     assert_clean(&c, &id2);
 }
@@ -577,11 +579,7 @@ fn the_first_start_stores_the_compiled_module_and_later_starts_reuse_it(shim: &S
     assert_eq!(stored.len(), 1, "{stored:?}");
     let second = unique_id("cache-2");
     let out = c.run(shim.runtime, &[], &image, &second, &["/app.wasm", "hello"]);
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "hello from wasm\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "hello from wasm\n");
     // The same file (same inode): the second start loaded it and did not store a new one.
     assert_eq!(c.cache_entries(), stored);
     assert_clean(&c, &first);
@@ -610,11 +608,7 @@ fn a_corrupted_cache_entry_is_replaced_and_never_loaded(shim: &Shim) {
     std::fs::write(&entry, bytes).unwrap();
     let second = unique_id("corrupt-2");
     let out = c.run(shim.runtime, &[], &image, &second, &["/app.wasm", "hello"]);
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "hello from wasm\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "hello from wasm\n");
     let after = c.cache_entries();
     assert_eq!(after.len(), 1);
     assert_ne!(after[0].1, inode, "the damaged entry was not rebuilt");
@@ -686,11 +680,7 @@ fn a_layer_image_runs(shim: &Shim, layer_type: &str) {
         &id,
         &["/app.wasm", "read", "/etc/greeting.txt"],
     );
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "beside a wasm layer\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "beside a wasm layer\n");
     assert_clean(&c, &id);
     // The module is not a file in the rootfs.
     let id2 = unique_id("layer-ls");
@@ -726,11 +716,7 @@ fn a_hash_alone_runs_the_named_export_of_a_wasm_layer(shim: &Shim) {
         .unwrap();
     let id = unique_id("layer-func");
     let out = c.run_via_api(shim.runtime, &image, &id, &["#greet"]);
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "from greet\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "from greet\n");
     assert_clean(&c, &id);
 }
 
@@ -850,11 +836,7 @@ fn an_unusable_cache_directory_is_logged_and_modules_still_run(shim: &Shim) {
     std::fs::write(c.cache_dir(), "not a directory").unwrap();
     let id = unique_id("no-cache");
     let out = c.run(shim.runtime, &[], &image, &id, &["/app.wasm", "hello"]);
-    assert_eq!(
-        (out.status, out.stdout.as_str()),
-        (0, "hello from wasm\n"),
-        "{out:?}"
-    );
+    assert_output(&out, 0, "hello from wasm\n");
     let expected = format!(
         "compile cache {} unusable, compiling at every start",
         c.cache_dir().display()
@@ -863,6 +845,272 @@ fn an_unusable_cache_directory_is_logged_and_modules_still_run(shim: &Shim) {
         c.log().contains(&expected),
         "no {expected:?} in\n{}",
         c.log()
+    );
+    assert_clean(&c, &id);
+}
+
+/// A containerd with test guest `guest` (a component) imported as `kwasi.test/NAME`, built
+/// with `extra` `kwasi image build` flags.
+fn with_component(guest: &str, extra: &[&str]) -> (Containerd, String) {
+    let c = Containerd::start().expect("starting containerd");
+    let name = format!("kwasi.test/{}", guest.trim_end_matches(".wasm"));
+    let image = c
+        .import_wasm(&name, &guests_dir().join(guest), extra)
+        .expect("importing the component image");
+    (c, image)
+}
+
+/// For an engine without components, checks that `image` (a component) fails create with the
+/// documented reason, and returns true: the case has nothing more to check.
+fn refuses_components(shim: &Shim, c: &Containerd, image: &str) -> bool {
+    if shim.difference("components").is_none() {
+        return false;
+    }
+    assert_rejected(
+        shim,
+        c,
+        image,
+        &[],
+        &format!(
+            "/app.wasm: is a WebAssembly component; the {} shim runs core modules only",
+            shim.engine
+        ),
+    );
+    true
+}
+
+fn a_cli_component_gets_args_env_and_files_and_fails_with_status_1(shim: &Shim) {
+    let (_dir, file) = shipped("read by a component\n", "/etc/greeting.txt");
+    let (c, image) = with_component("probe.component.wasm", &["--file", &file]);
+    if refuses_components(shim, &c, &image) {
+        return;
+    }
+    let id = unique_id("cli-component");
+    let out = c.run(
+        shim.runtime,
+        &["--env", "GREETING=hi"],
+        &image,
+        &id,
+        &["/app.wasm", "args", "x"],
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("arg[0]=/app.wasm\narg[1]=args\narg[2]=x\n"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("env GREETING=hi\n"), "{out:?}");
+    assert_clean(&c, &id);
+
+    let id = unique_id("cli-component-read");
+    let out = c.run(
+        shim.runtime,
+        &[],
+        &image,
+        &id,
+        &["/app.wasm", "read", "/etc/greeting.txt"],
+    );
+    assert_output(&out, 0, "read by a component\n");
+    assert_clean(&c, &id);
+
+    // WASI 0.2's exit carries ok or err, not a code: the preview 1 adapter turns
+    // proc_exit(3) into err, which is status 1.
+    let id = unique_id("cli-component-exit");
+    let out = c.run(shim.runtime, &[], &image, &id, &["/app.wasm", "exit", "3"]);
+    assert_output(&out, 1, "exiting with 3\n");
+    assert_clean(&c, &id);
+}
+
+/// The HTTP component serving on a free loopback port of the host's network (`--net-host`).
+struct Served {
+    c: Containerd,
+    id: String,
+    addr: std::net::SocketAddr,
+    run: Option<RunningCtr>,
+}
+
+impl Served {
+    /// Starts the HTTP guest with `env` (`KEY=VALUE`) and waits until it listens; `None`
+    /// when the shim refuses components (after checking that it does so properly).
+    fn start(shim: &Shim, env: &[&str]) -> Option<Served> {
+        let (c, image) = with_component("http.wasm", &[]);
+        if refuses_components(shim, &c, &image) {
+            return None;
+        }
+        let addr = http::free_addr();
+        let listen = format!("WASMTIME_HTTP_PROXY_SOCKET_ADDR={addr}");
+        let mut flags = vec!["--net-host", "--env", listen.as_str()];
+        for var in env {
+            flags.extend(["--env", var]);
+        }
+        let id = unique_id("http");
+        let run = c.spawn_run(shim.runtime, &flags, &image, &id, &[]).unwrap();
+        http::wait_listening(addr, Duration::from_secs(30)).unwrap();
+        Some(Served {
+            c,
+            id,
+            addr,
+            run: Some(run),
+        })
+    }
+
+    /// Sends SIGTERM and returns what `ctr run` printed and its status, once nothing is left.
+    fn stop(mut self) -> CtrOutput {
+        let kill = self.c.ctr(&["task", "kill", &self.id]);
+        assert_eq!(kill.status, 0, "{kill:?}");
+        let out = self.finish();
+        assert_clean(&self.c, &self.id);
+        out
+    }
+
+    /// Waits for `ctr run` to end (it has been told to).
+    fn finish(&mut self) -> CtrOutput {
+        let run = self.run.take().expect("finished once");
+        // A liveness bound: a server that ignores SIGTERM never ends.
+        run.wait(Duration::from_secs(60)).unwrap()
+    }
+}
+
+fn an_http_component_answers_get_and_echoes_a_post_body_over_keep_alive(shim: &Shim) {
+    let Some(served) = Served::start(shim, &[]) else {
+        return;
+    };
+    let agent = http::client();
+    let (status, body) = http::get(&agent, served.addr, "/").unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello from kwasi\n"));
+    // 200 KiB: larger than one read of the guest and one write of its output stream.
+    let payload: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    let (status, echoed) = http::post(&agent, served.addr, "/echo", &payload).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        echoed == payload,
+        "echoed {} bytes of {}",
+        echoed.len(),
+        payload.len()
+    );
+    assert_eq!(
+        http::get_on_one_connection(served.addr, "/", 3).unwrap(),
+        vec![200, 200, 200]
+    );
+    let out = served.stop();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(&"serving HTTP on http://".to_string()),
+        "{out:?}"
+    );
+}
+
+fn a_hundred_parallel_requests_are_all_answered(shim: &Shim) {
+    let Some(served) = Served::start(shim, &[]) else {
+        return;
+    };
+    let addr = served.addr;
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| scope.spawn(move || http::get(&http::client(), addr, "/").unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers.len(), 100);
+    for answer in &answers {
+        assert_eq!((answer.0, answer.1.as_str()), (200, "hello from kwasi\n"));
+    }
+    assert_eq!(served.stop().status, 0);
+}
+
+fn sigterm_during_a_slow_request_lets_it_finish_and_the_task_exits_0(shim: &Shim) {
+    let Some(served) = Served::start(shim, &[]) else {
+        return;
+    };
+    let addr = served.addr;
+    let slow = std::thread::spawn(move || http::get(&http::client(), addr, "/slow?ms=3000"));
+    // Let the request reach the guest (it sleeps 3 s there) before the signal.
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = served.stop();
+    let (status, body) = slow.join().unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (200, "slept\n"));
+    assert_eq!(out.status, 0, "{out:?}");
+}
+
+fn a_trapping_handler_answers_500_and_the_server_keeps_serving(shim: &Shim) {
+    let Some(served) = Served::start(shim, &[]) else {
+        return;
+    };
+    let agent = http::client();
+    let (status, _) = http::get(&agent, served.addr, "/trap").unwrap();
+    assert_eq!(status, 500);
+    let (status, body) = http::get(&agent, served.addr, "/").unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello from kwasi\n"));
+    let out = served.stop();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("GET /trap: wasm trap: ") && out.stderr.contains("unreachable"),
+        "{out:?}"
+    );
+}
+
+fn requests_beyond_the_concurrency_and_queue_get_503(shim: &Shim) {
+    let env = ["KWASI_HTTP_MAX_CONCURRENCY=1", "KWASI_HTTP_MAX_QUEUE=0"];
+    let Some(served) = Served::start(shim, &env) else {
+        return;
+    };
+    let addr = served.addr;
+    let slow = std::thread::spawn(move || http::get(&http::client(), addr, "/slow?ms=3000"));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (status, _) = http::get(&http::client(), addr, "/").unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(slow.join().unwrap().unwrap().0, 200);
+    // The slot is free again.
+    assert_eq!(http::get(&http::client(), addr, "/").unwrap().0, 200);
+    assert_eq!(served.stop().status, 0);
+}
+
+fn a_request_body_over_the_limit_gets_413(shim: &Shim) {
+    let Some(served) = Served::start(shim, &["KWASI_HTTP_MAX_BODY_BYTES=1000"]) else {
+        return;
+    };
+    let agent = http::client();
+    let (status, _) = http::post(&agent, served.addr, "/echo", &[b'x'; 1001]).unwrap();
+    assert_eq!(status, 413);
+    let (status, body) = http::post(&agent, served.addr, "/echo", &[b'x'; 1000]).unwrap();
+    assert_eq!((status, body.len()), (200, 1000));
+    assert_eq!(served.stop().status, 0);
+}
+
+fn a_component_with_a_hash_entry_fails_create_with_a_reason(shim: &Shim) {
+    let (c, image) = with_component("http.wasm", &[]);
+    if refuses_components(shim, &c, &image) {
+        return;
+    }
+    assert_rejected(
+        shim,
+        &c,
+        &image,
+        &["/app.wasm#handle"],
+        "/app.wasm: a component runs through its wasi:cli/run or wasi:http/incoming-handler \
+         export: drop the #handle suffix",
+    );
+}
+
+fn a_bad_http_setting_fails_create_with_a_reason(shim: &Shim) {
+    let (c, image) = with_component("http.wasm", &[]);
+    if refuses_components(shim, &c, &image) {
+        return;
+    }
+    let id = unique_id("bad-http");
+    let out = c.run(
+        shim.runtime,
+        &["--env", "WASMTIME_HTTP_PROXY_SOCKET_ADDR=localhost"],
+        &image,
+        &id,
+        &[],
+    );
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(
+        reason(&out).starts_with(
+            "ctr: failed to create shim task: /app.wasm: WASMTIME_HTTP_PROXY_SOCKET_ADDR=localhost: "
+        ),
+        "{out:?}"
     );
     assert_clean(&c, &id);
 }

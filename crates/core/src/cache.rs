@@ -198,14 +198,7 @@ fn header(payload: &[u8]) -> Vec<u8> {
 
 /// Writes entry `key` under a temporary name and renames it into place.
 fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> {
-    let tmp = format!(
-        ".tmp-{key}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default()
-    );
+    let tmp = crate::unique_name(&format!(".tmp-{key}"));
     let mut file = open_at(
         dir,
         &tmp,

@@ -14,6 +14,12 @@
 //! 2. At `start`, [`Engine::run`] instantiates the module with the workload's arguments,
 //!    environment and preopened directories, calls the entry function and returns the
 //!    guest's exit code.
+//!
+//! The bytes may also be a WebAssembly component ([`WasmBytes::is_component`]). The core
+//! refuses one at `create` unless [`Engine::runs_components`]; an engine that runs them
+//! decides from the component's exports whether it is a `wasi:cli/run` command (run like a
+//! module) or a `wasi:http/incoming-handler` service, which it serves with
+//! [`crate::http::serve`] until the task is told to stop.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +40,14 @@ pub trait Engine: Clone + Send + Sync + 'static {
 
     /// A short lowercase name (`wasmtime`), used in logs and error messages.
     fn name(&self) -> &'static str;
+
+    /// Whether [`Engine::compile`] takes WebAssembly components as well as core modules. The
+    /// core refuses a component with a clear error when it does not (the default). An engine
+    /// that does runs a component exporting `wasi:cli/run` like a command, and serves one
+    /// exporting `wasi:http/incoming-handler` with [`crate::http::serve`].
+    fn runs_components(&self) -> bool {
+        false
+    }
 
     /// Compiles (or, for an interpreter, validates and loads) `wasm`.
     ///
@@ -104,13 +118,7 @@ impl Scratch {
         if let Some(dir) = self.dir.get() {
             return Ok(dir);
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let dir = self
-            .parent
-            .join(format!(".scratch-{}-{nanos}", std::process::id()));
+        let dir = self.parent.join(crate::unique_name(".scratch"));
         std::fs::create_dir(&dir).map_err(|e| {
             EngineError::Other(format!(
                 "making scratch space in {}: {e}",
@@ -143,6 +151,12 @@ pub struct WasmBytes {
 }
 
 impl WasmBytes {
+    /// Whether the bytes are a component rather than a core module: the binary format's
+    /// layer field (bytes 6 and 7) is 1 for components, 0 for modules.
+    pub fn is_component(&self) -> bool {
+        self.bytes.len() >= 8 && self.bytes[6..8] == [1, 0]
+    }
+
     /// The SHA-256 of the bytes, in lowercase hex.
     pub fn sha256_hex(&self) -> String {
         match &self.sha256 {

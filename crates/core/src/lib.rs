@@ -11,6 +11,7 @@
 //! - [`workload`]: what to run, read from the OCI spec: module, entry function, args, env,
 //!   cwd, preopened directories;
 //! - [`engine`]: the [`Engine`](engine::Engine) trait a runtime crate implements;
+//! - [`http`]: the HTTP server of `wasi:http` components (listener, limits, drain);
 //! - [`cache`]: the node-local cache of compiled modules;
 //! - [`image`]: OCI images of wasm: reading a module from an image's wasm layer, and packing
 //!   one into an image archive that `ctr images import` accepts;
@@ -23,6 +24,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod http;
 pub mod image;
 pub mod sandbox;
 pub mod shim;
@@ -31,6 +33,16 @@ pub mod task;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod workload;
+
+/// `prefix` followed by this process's id and the clock's nanoseconds: a file name that no
+/// other process, nor this one a moment before, picks in the same directory.
+fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
 
 /// The SHA-256 of `data`, in lowercase hex.
 fn sha256_hex(data: &[u8]) -> String {

@@ -6,6 +6,9 @@
 //! so the container process installs them for it: each signal whose default action is to
 //! terminate ends the process at once with the conventional status 128 + N.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
 use libc::c_int;
 
 /// The signals that terminate a process by default and that a container is sent in practice.
@@ -43,4 +46,46 @@ pub(crate) fn exit_on_termination_signals() {
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
+}
+
+/// Where [`notify_termination`] signals SIGTERM and SIGINT: an eventfd, or -1.
+static TERMINATION_EVENTFD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn notify_termination(_: c_int) {
+    let fd = TERMINATION_EVENTFD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: `write` is async-signal-safe; the eventfd lives as long as the process.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Makes SIGTERM and SIGINT readable events on a non-blocking eventfd instead of ending the
+/// process: for a workload that shuts down by itself (the HTTP server drains).
+///
+/// Our own handler, not an async runtime's: the container process is a copy of the shim,
+/// whose signal bookkeeping (signal-hook's, which tokio uses) it inherits, so such a library
+/// may believe its handler is still installed when ours has replaced it.
+pub(crate) fn termination_as_event() -> std::io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    TERMINATION_EVENTFD.store(fd.as_raw_fd(), Ordering::Relaxed);
+    // SAFETY: a plain sigaction with a handler that only writes to the eventfd.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = notify_termination as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(fd)
 }

@@ -49,9 +49,9 @@ impl Workload {
     ///
     /// `process.args[0]` names the module; a `#name` suffix (`/app.wasm#serve`) selects the
     /// exported function `name` instead of `_start`. When the image ships the module as a wasm
-    /// layer ([`Workload::use_layer`]), `args[0]` may be only `#name`, or missing. The guest sees `/` (read-write unless
-    /// `root.readonly`) and every bind mount of a directory under its destination, read-only
-    /// when the mount has the `ro` option.
+    /// layer ([`Workload::use_layer`]), `args[0]` may be only `#name`, or missing. The guest
+    /// sees `/` (read-write unless `root.readonly`) and every bind mount of a directory under
+    /// its destination, read-only when the mount has the `ro` option.
     pub fn from_spec(spec: &Spec) -> Result<Workload, WorkloadError> {
         let process = spec.process().as_ref().ok_or(WorkloadError::NoArgs)?;
         let mut args = process.args().clone().unwrap_or_default();

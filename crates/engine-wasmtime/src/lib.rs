@@ -1,103 +1,187 @@
 //! # kwasi-engine-wasmtime
 //!
-//! The [`Engine`] of kwasi backed by [wasmtime](https://wasmtime.dev) and `wasmtime-wasi`:
-//! WASI preview 1 core modules.
+//! The [`Engine`] of kwasi backed by [wasmtime](https://wasmtime.dev): WASI preview 1 core
+//! modules (`wasmtime-wasi`), and WASI preview 2 components, told apart by their header:
+//! `wasi:cli/run` commands run like modules, `wasi:http/incoming-handler` services are served
+//! over HTTP by [`kwasi_core::http`] with a fresh instance per request.
 //!
-//! The `wasmtime::Engine` is created lazily, in the container process, on the first
-//! [`Engine::compile`]: the shim process never holds a compiler.
+//! Each `wasmtime::Engine` is created lazily, in the container process, on the first
+//! [`Engine::compile`]: the shim process never holds a compiler. Components get an engine of
+//! their own with wasmtime's pooling allocator, which makes a per-request instance cheap;
+//! modules, which are instantiated once, use the default on-demand allocator.
+
+mod component;
 
 use std::sync::{Arc, OnceLock};
 
-use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload};
-use wasmtime::{Linker, Module, Store, Trap};
+use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY};
+use wasmtime::component::Component;
+use wasmtime::{
+    InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Precompiled, Store, Trap,
+};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-/// Runs WASI preview 1 modules with wasmtime.
+use component::World;
+
+/// Runs WASI preview 1 modules and WASI preview 2 components with wasmtime.
 #[derive(Clone, Default)]
 pub struct WasmtimeEngine {
-    engine: Arc<OnceLock<wasmtime::Engine>>,
+    modules: Arc<OnceLock<wasmtime::Engine>>,
+    components: Arc<OnceLock<wasmtime::Engine>>,
+}
+
+/// A compiled module or component.
+pub enum Compiled {
+    /// A core module.
+    Module(Module),
+    /// A component.
+    Component(Component),
+}
+
+/// The pool behind components: room for [`kwasi_core::http::CONCURRENCY_LIMIT`] requests in
+/// flight, each an instance of a component of up to four core instances, two memories and four
+/// tables (a C or Rust component with its WASI adapter needs fewer). The pool only reserves
+/// address space; memory is used as instances touch it.
+const POOL_PER_REQUEST: (u32, u32, u32) = (4, 2, 4);
+
+fn base_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    // Compile on one thread: a container may be given a single CPU, and spawning a thread
+    // pool costs more than it saves for most modules.
+    config.parallel_compilation(false);
+    config
+}
+
+fn pooled_config() -> wasmtime::Config {
+    let requests = kwasi_core::http::CONCURRENCY_LIMIT as u32;
+    let (instances, memories, tables) = POOL_PER_REQUEST;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(requests)
+        .total_core_instances(requests * instances)
+        .total_memories(requests * memories)
+        .total_tables(requests * tables)
+        .total_stacks(requests);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
 }
 
 impl WasmtimeEngine {
-    fn engine(&self) -> Result<&wasmtime::Engine, EngineError> {
-        if let Some(engine) = self.engine.get() {
+    fn engine_for_modules(&self) -> Result<&wasmtime::Engine, EngineError> {
+        if let Some(engine) = self.modules.get() {
             return Ok(engine);
         }
-        let mut config = wasmtime::Config::new();
-        // Compile on one thread: a container may be given a single CPU, and spawning a thread
-        // pool costs more than it saves for most modules.
-        config.parallel_compilation(false);
-        let engine = wasmtime::Engine::new(&config)
+        let engine = wasmtime::Engine::new(&base_config())
             .map_err(|e| EngineError::Other(format!("configuring wasmtime: {e:#}")))?;
-        Ok(self.engine.get_or_init(|| engine))
+        Ok(self.modules.get_or_init(|| engine))
+    }
+
+    fn engine_for_components(&self) -> Result<&wasmtime::Engine, EngineError> {
+        if let Some(engine) = self.components.get() {
+            return Ok(engine);
+        }
+        let engine = match wasmtime::Engine::new(&pooled_config()) {
+            Ok(engine) => engine,
+            Err(err) => {
+                // Too little address space for the pool (39-bit systems, a low `ulimit -v`):
+                // instances are then allocated one by one, slower but correct.
+                log::warn!("wasmtime's pooling allocator is unavailable ({err:#}); using on-demand allocation");
+                self.engine_for_modules()?.clone()
+            }
+        };
+        Ok(self.components.get_or_init(|| engine))
     }
 }
 
 impl Engine for WasmtimeEngine {
-    type Module = Module;
+    type Module = Compiled;
 
     fn name(&self) -> &'static str {
         "wasmtime"
     }
 
-    fn compile(&self, wasm: &WasmBytes) -> Result<Module, EngineError> {
-        Module::new(self.engine()?, &wasm.bytes)
-            .map_err(|e| EngineError::InvalidModule(one_line(&e)))
+    fn runs_components(&self) -> bool {
+        true
     }
 
-    fn exports_entry(&self, module: &Module, name: &str) -> bool {
-        module
-            .get_export(name)
-            .and_then(|e| e.func().cloned())
-            .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0)
+    fn compile(&self, wasm: &WasmBytes) -> Result<Compiled, EngineError> {
+        if wasm.is_component() {
+            Component::new(self.engine_for_components()?, &wasm.bytes).map(Compiled::Component)
+        } else {
+            Module::new(self.engine_for_modules()?, &wasm.bytes).map(Compiled::Module)
+        }
+        .map_err(|e| EngineError::InvalidModule(one_line(&e)))
+    }
+
+    fn exports_entry(&self, compiled: &Compiled, name: &str) -> bool {
+        match compiled {
+            Compiled::Module(module) => module
+                .get_export(name)
+                .and_then(|e| e.func().cloned())
+                .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0),
+            Compiled::Component(component) => {
+                name == DEFAULT_ENTRY
+                    && self
+                        .engine_for_components()
+                        .is_ok_and(|engine| World::of(engine, component).is_some())
+            }
+        }
     }
 
     fn fingerprint(&self) -> Option<String> {
-        use std::hash::{Hash, Hasher};
-        let engine = self.engine().ok()?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        // The hash covers the target, compiler flags, features, tunables and wasmtime's version.
-        Some(format!("wasmtime-{:016x}", hasher.finish()))
+        // The module and component engines share it (a test checks it).
+        let engine = self.engine_for_modules().ok()?;
+        Some(format!("wasmtime-{:016x}", compatibility_hash(engine)))
     }
 
     fn precompile(&self, wasm: &WasmBytes, _: &Scratch) -> Result<Vec<u8>, EngineError> {
-        self.engine()?
-            .precompile_module(&wasm.bytes)
-            .map_err(|e| EngineError::InvalidModule(one_line(&e)))
-    }
-
-    fn load_precompiled(&self, compiled: &[u8]) -> Result<Module, EngineError> {
-        // SAFETY: the core hands back only bytes that `precompile` produced with the same
-        // fingerprint, checked against their SHA-256; wasmtime also checks its version and
-        // configuration in the artifact's header.
-        unsafe { Module::deserialize(self.engine()?, compiled) }.map_err(|e| {
-            EngineError::Other(format!("loading precompiled module: {}", one_line(&e)))
-        })
-    }
-
-    fn run(&self, module: Module, workload: &Workload) -> Result<i32, EngineError> {
-        let engine = self.engine()?;
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdio()
-            .args(&workload.args)
-            .envs(&workload.env);
-        for preopen in workload.existing_preopens() {
-            let perms = if preopen.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(&preopen.host_path, &preopen.guest_path, perms)
-                .map_err(|e| {
-                    EngineError::Other(format!(
-                        "opening {} for the guest: {e:#}",
-                        preopen.host_path.display()
-                    ))
-                })?;
+        if wasm.is_component() {
+            self.engine_for_components()?
+                .precompile_component(&wasm.bytes)
+        } else {
+            self.engine_for_modules()?.precompile_module(&wasm.bytes)
         }
-        let mut store = Store::new(engine, wasi.build_p1());
+        .map_err(|e| EngineError::InvalidModule(one_line(&e)))
+    }
+
+    fn load_precompiled(&self, compiled: &[u8]) -> Result<Compiled, EngineError> {
+        // SAFETY: the core hands back only bytes that `precompile` produced with the same
+        // fingerprint, checked against their checksum; wasmtime also checks its version and
+        // configuration in the artifact's header.
+        let loaded = match wasmtime::Engine::detect_precompiled(compiled) {
+            Some(Precompiled::Component) => {
+                unsafe { Component::deserialize(self.engine_for_components()?, compiled) }
+                    .map(Compiled::Component)
+            }
+            _ => unsafe { Module::deserialize(self.engine_for_modules()?, compiled) }
+                .map(Compiled::Module),
+        };
+        loaded
+            .map_err(|e| EngineError::Other(format!("loading precompiled code: {}", one_line(&e))))
+    }
+
+    fn run(&self, compiled: Compiled, workload: &Workload) -> Result<i32, EngineError> {
+        match compiled {
+            Compiled::Module(module) => self.run_module(module, workload),
+            Compiled::Component(component) => {
+                let engine = self.engine_for_components()?;
+                match World::of(engine, &component) {
+                    Some(World::Service) => component::serve(engine, &component, workload),
+                    Some(World::Command) => component::run_command(engine, &component, workload),
+                    None => Err(EngineError::MissingExport {
+                        name: DEFAULT_ENTRY.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl WasmtimeEngine {
+    fn run_module(&self, module: Module, workload: &Workload) -> Result<i32, EngineError> {
+        let engine = self.engine_for_modules()?;
+        let mut store = Store::new(engine, wasi_builder(workload)?.build_p1());
         let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
         p1::add_to_linker_sync(&mut linker, |ctx| ctx)
             .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
@@ -111,18 +195,54 @@ impl Engine for WasmtimeEngine {
             })?;
         match func.call(&mut store, ()) {
             Ok(()) => Ok(0),
-            Err(err) => {
-                if let Some(exit) = err.downcast_ref::<I32Exit>() {
-                    Ok(exit.0)
-                } else if let Some(trap) = err.downcast_ref::<Trap>() {
-                    let text = trap.to_string();
-                    let text = text.strip_prefix("wasm trap: ").unwrap_or(&text);
-                    Err(EngineError::Trap(text.to_string()))
-                } else {
-                    Err(EngineError::Trap(one_line(&err)))
-                }
-            }
+            Err(err) => outcome(err),
         }
+    }
+}
+
+/// What compiled code depends on: the target, compiler flags, features, tunables and
+/// wasmtime's version.
+fn compatibility_hash(engine: &wasmtime::Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// WASI for a run of the workload: its arguments, environment, stdio and preopens.
+fn wasi_builder(workload: &Workload) -> Result<WasiCtxBuilder, EngineError> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdio()
+        .args(&workload.args)
+        .envs(&workload.env);
+    for preopen in workload.existing_preopens() {
+        let perms = if preopen.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(&preopen.host_path, &preopen.guest_path, perms)
+            .map_err(|e| {
+                EngineError::Other(format!(
+                    "opening {} for the guest: {e:#}",
+                    preopen.host_path.display()
+                ))
+            })?;
+    }
+    Ok(wasi)
+}
+
+/// What a guest's failed call means: an exit code it asked for (`proc_exit`,
+/// `wasi:cli/exit`), or a trap.
+fn outcome(err: wasmtime::Error) -> Result<i32, EngineError> {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        Ok(exit.0)
+    } else if let Some(trap) = err.downcast_ref::<Trap>() {
+        let text = trap.to_string();
+        let text = text.strip_prefix("wasm trap: ").unwrap_or(&text);
+        Err(EngineError::Trap(text.to_string()))
+    } else {
+        Err(EngineError::Trap(one_line(&err)))
     }
 }
 
@@ -142,3 +262,90 @@ fn one_line(err: &wasmtime::Error) -> String {
 
 #[cfg(test)]
 kwasi_core::engine_tests!(WasmtimeEngine::default());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_and_components_share_compiled_code_settings() {
+        // One fingerprint serves both engines' cache entries only if this holds.
+        let modules = wasmtime::Engine::new(&base_config()).unwrap();
+        let components = wasmtime::Engine::new(&pooled_config()).unwrap();
+        assert_eq!(
+            compatibility_hash(&modules),
+            compatibility_hash(&components)
+        );
+    }
+
+    fn guest(name: &str) -> WasmBytes {
+        let path = format!("{}/../../tests/guests/{name}", env!("CARGO_MANIFEST_DIR"));
+        WasmBytes {
+            bytes: std::fs::read(&path).unwrap(),
+            origin: path,
+            sha256: None,
+        }
+    }
+
+    fn workload(args: &[&str]) -> Workload {
+        Workload {
+            module_path: "/probe.wasm".into(),
+            entry: DEFAULT_ENTRY.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            cwd: "/".into(),
+            preopens: vec![],
+        }
+    }
+
+    #[test]
+    fn a_cli_component_that_succeeds_exits_0() {
+        let engine = WasmtimeEngine::default();
+        let compiled = engine.compile(&guest("probe.component.wasm")).unwrap();
+        assert!(engine.exports_entry(&compiled, DEFAULT_ENTRY));
+        let code = engine
+            .run(compiled, &workload(&["probe", "hello"]))
+            .unwrap();
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_cli_component_exits_1_on_failure_through_the_preview1_adapter() {
+        let engine = WasmtimeEngine::default();
+        let compiled = engine.compile(&guest("probe.component.wasm")).unwrap();
+        // The adapter maps proc_exit(7) to wasi:cli/exit's err, which carries no code.
+        let code = engine
+            .run(compiled, &workload(&["probe", "exit", "7"]))
+            .unwrap();
+        assert_eq!(code, 1);
+    }
+
+    #[test]
+    fn an_http_component_is_a_service_and_a_cli_component_a_command() {
+        let engine = WasmtimeEngine::default();
+        let components = engine.engine_for_components().unwrap();
+        let world = |name| match engine.compile(&guest(name)).unwrap() {
+            Compiled::Component(c) => World::of(components, &c),
+            Compiled::Module(_) => panic!("{name} compiled as a module"),
+        };
+        assert_eq!(world("http.wasm"), Some(World::Service));
+        assert_eq!(world("probe.component.wasm"), Some(World::Command));
+    }
+
+    #[test]
+    fn a_component_has_no_entry_but_the_default() {
+        let engine = WasmtimeEngine::default();
+        let compiled = engine.compile(&guest("http.wasm")).unwrap();
+        assert!(engine.exports_entry(&compiled, DEFAULT_ENTRY));
+        assert!(!engine.exports_entry(&compiled, "handle"));
+    }
+
+    #[test]
+    fn a_precompiled_component_loads_back_as_a_component() {
+        let engine = WasmtimeEngine::default();
+        let scratch = Scratch::under(std::env::temp_dir());
+        let bytes = engine.precompile(&guest("http.wasm"), &scratch).unwrap();
+        let loaded = engine.load_precompiled(&bytes).unwrap();
+        assert!(matches!(loaded, Compiled::Component(_)));
+    }
+}

@@ -8,7 +8,8 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cache::CompileCache;
-use crate::engine::{Engine, EngineError, Workload};
+use crate::engine::{Engine, EngineError, Workload, DEFAULT_ENTRY};
+use crate::http::{HttpConfig, Resources};
 use crate::image::layers::WasmLayer;
 
 /// Runs a wasm workload with engine `E` in the container process.
@@ -57,6 +58,10 @@ impl<E: Engine> WasmExecutor<E> {
             Some(layer) => workload.use_layer(layer),
             None => workload.read_module().map_err(|e| e.to_string())?,
         };
+        if wasm.is_component() {
+            self.check_component(&workload)
+                .map_err(|e| format!("{}: {e}", wasm.origin))?;
+        }
         let module = match &self.cache {
             Some(cache) => cache
                 .load_or_compile(&self.engine, &wasm)
@@ -69,6 +74,11 @@ impl<E: Engine> WasmExecutor<E> {
         .and_then(|module| {
             if self.engine.exports_entry(&module, &workload.entry) {
                 Ok(module)
+            } else if wasm.is_component() {
+                Err(EngineError::Other(
+                    "the component exports neither wasi:cli/run nor wasi:http/incoming-handler"
+                        .to_string(),
+                ))
             } else {
                 Err(EngineError::MissingExport {
                     name: workload.entry.clone(),
@@ -77,6 +87,30 @@ impl<E: Engine> WasmExecutor<E> {
         })
         .map_err(|e| format!("{}: {e}", wasm.origin))?;
         Ok((workload, module))
+    }
+}
+
+impl<E: Engine> WasmExecutor<E> {
+    /// Refuses, at `create`, a component that cannot run: on an engine without components,
+    /// with a `#func` entry, or with HTTP settings that are wrong.
+    fn check_component(&self, workload: &Workload) -> Result<(), String> {
+        if !self.engine.runs_components() {
+            return Err(format!(
+                "is a WebAssembly component; the {} shim runs core modules only (components \
+                 run with the wasmtime shim)",
+                self.engine.name()
+            ));
+        }
+        if workload.entry != DEFAULT_ENTRY {
+            return Err(format!(
+                "a component runs through its wasi:cli/run or wasi:http/incoming-handler \
+                 export: drop the #{} suffix",
+                workload.entry
+            ));
+        }
+        HttpConfig::from_env(&workload.env, Resources::of_this_process())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

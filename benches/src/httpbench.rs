@@ -1,0 +1,177 @@
+//! Requests per second and p99 latency of the hello HTTP component (`tests/guests/http.wasm`)
+//! served by kwasi's wasmtime shim, against `wasmtime serve` of the same component, with `wrk`
+//! on loopback.
+//!
+//! The shim serves through a private containerd (`ctr run --net-host`, so both servers are
+//! reached the same way, on the host's loopback); `wasmtime serve` runs as a plain process.
+//! Both run at once; the rounds alternate between them, each a `wrk` run of SECONDS with
+//! CONNECTIONS connections on 2 threads, after one warm-up run each. Prints the medians and
+//! the ratios kwasi / wasmtime serve.
+//!
+//! Usage: `httpbench [ROUNDS] [SECONDS] [CONNECTIONS]` (defaults 7, 10 and 64), as root, after
+//! `cargo build --release --workspace`, with `wrk` (Debian's package) on the PATH and the
+//! `wasmtime` CLI in `$WASMTIME` or on the PATH (`cargo install --locked wasmtime-cli
+//! --version 48.0.0`, the wasmtime the shim is built with).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use kwasi_e2e::*;
+
+/// What one `wrk` run measured.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    rps: f64,
+    p99_ms: f64,
+}
+
+fn main() -> Result<()> {
+    let mut argv = std::env::args().skip(1);
+    let mut next = |default: u64, what: &str| -> Result<u64> {
+        argv.next()
+            .map_or(Ok(default), |n| n.parse())
+            .with_context(|| what.to_string())
+    };
+    let rounds = next(7, "ROUNDS")? as usize;
+    let seconds = next(10, "SECONDS")?;
+    let connections = next(64, "CONNECTIONS")?;
+    Shim::WASMTIME.built();
+    let wasmtime = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wasmtime"));
+    let version = Command::new(&wasmtime)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}: install wasmtime-cli", wasmtime.display()))?;
+    let component = guests_dir().join("http.wasm");
+
+    let c = Containerd::start()?;
+    let image = c.import_wasm("kwasi.bench/http", &component, &[])?;
+    let kwasi_addr = http::free_addr();
+    let listen = format!("WASMTIME_HTTP_PROXY_SOCKET_ADDR={kwasi_addr}");
+    let id = unique_id("httpbench");
+    let _kwasi = c.spawn_run(
+        Shim::WASMTIME.runtime,
+        &["--net-host", "--env", &listen],
+        &image,
+        &id,
+        &[],
+    )?;
+    http::wait_listening(kwasi_addr, Duration::from_secs(30))?;
+
+    let serve_addr = http::free_addr();
+    let serve = ServeProcess(
+        Command::new(&wasmtime)
+            .arg("serve")
+            .arg("--addr")
+            .arg(serve_addr.to_string())
+            .arg(&component)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting wasmtime serve")?,
+    );
+    http::wait_listening(serve_addr, Duration::from_secs(30))?;
+    println!(
+        "{}; wrk -t2 -c{connections} -d{seconds}s, {rounds} alternated rounds",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+
+    // Warm-up: the first requests fill the pools and caches of both servers.
+    wrk(kwasi_addr, 2, connections)?;
+    wrk(serve_addr, 2, connections)?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let a = wrk(kwasi_addr, seconds, connections)?;
+        let b = wrk(serve_addr, seconds, connections)?;
+        println!(
+            "round {round}: kwasi {:>9.0} rps p99 {:>6.2} ms | wasmtime serve {:>9.0} rps p99 {:>6.2} ms",
+            a.rps, a.p99_ms, b.rps, b.p99_ms
+        );
+        ours.push(a);
+        theirs.push(b);
+    }
+    let (ours_rps, ours_p99) = medians(&ours);
+    let (theirs_rps, theirs_p99) = medians(&theirs);
+    println!(
+        "median: kwasi {ours_rps:.0} rps, p99 {ours_p99:.2} ms | wasmtime serve {theirs_rps:.0} rps, \
+         p99 {theirs_p99:.2} ms | rps ratio {:.2} x, p99 ratio {:.2} x",
+        ours_rps / theirs_rps,
+        ours_p99 / theirs_p99
+    );
+    drop(serve);
+    let kill = c.ctr(&["task", "kill", &id]);
+    if kill.status != 0 {
+        bail!("stopping the kwasi task: {kill:?}");
+    }
+    Ok(())
+}
+
+/// `wasmtime serve`, killed when dropped.
+struct ServeProcess(Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn medians(loads: &[Load]) -> (f64, f64) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (
+        median(loads.iter().map(|l| l.rps).collect()),
+        median(loads.iter().map(|l| l.p99_ms).collect()),
+    )
+}
+
+/// One `wrk --latency` run against `http://ADDR/`.
+fn wrk(addr: SocketAddr, seconds: u64, connections: u64) -> Result<Load> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .arg("--latency")
+        .arg(format!("http://{addr}/"))
+        .output()
+        .context("running wrk (apt install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    if text.contains("Non-2xx or 3xx responses") {
+        bail!("wrk saw error responses from {addr}:\n{text}");
+    }
+    if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
+        println!("  {addr}: {}", errors.trim());
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in:\n{text}"))?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| duration_ms(v.trim()))
+        .with_context(|| format!("no 99% latency in:\n{text}"))?;
+    Ok(Load { rps, p99_ms: p99 })
+}
+
+/// wrk's durations (`812.00us`, `1.23ms`, `2.01s`) in milliseconds.
+fn duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|ch: char| ch.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(value / 1000.0),
+        "ms" => Some(value),
+        "s" => Some(value * 1000.0),
+        "m" => Some(value * 60_000.0),
+        _ => None,
+    }
+}

@@ -1,0 +1,209 @@
+//! WASI preview 2 components: `wasi:cli/run` commands and `wasi:http/incoming-handler`
+//! services.
+
+use kwasi_core::engine::{EngineError, Workload};
+use kwasi_core::http::{Admission, HttpConfig, RequestBody, Resources};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::Store;
+use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::{one_line, outcome, wasi_builder};
+
+/// What a component is for, told by its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum World {
+    /// It exports `wasi:cli/run`: it runs once, like a module's `_start`.
+    Command,
+    /// It exports `wasi:http/incoming-handler`: it answers HTTP requests.
+    Service,
+}
+
+impl World {
+    /// The world of `component`: a service when it exports an HTTP handler (even if it also
+    /// exports `wasi:cli/run`), a command when it exports `wasi:cli/run`.
+    pub(crate) fn of(engine: &wasmtime::Engine, component: &Component) -> Option<World> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports_interface = |interface: &str| {
+            exports
+                .iter()
+                .any(|name| name.split('@').next() == Some(interface))
+        };
+        if exports_interface("wasi:http/incoming-handler") {
+            Some(World::Service)
+        } else if exports_interface("wasi:cli/run") {
+            Some(World::Command)
+        } else {
+            None
+        }
+    }
+}
+
+/// The store's data for a component: WASI state and, for services, HTTP state.
+struct Host {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+}
+
+impl Host {
+    fn new(wasi: WasiCtx) -> Host {
+        Host {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+fn linker(engine: &wasmtime::Engine, with_http: bool) -> Result<Linker<Host>, EngineError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
+    if with_http {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| EngineError::Other(format!("linking wasi:http: {e:#}")))?;
+    }
+    Ok(linker)
+}
+
+/// Runs a `wasi:cli/run` component to completion and returns its exit code.
+pub(crate) fn run_command(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    workload: &Workload,
+) -> Result<i32, EngineError> {
+    let wasi = wasi_builder(workload)?.build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Other(format!("starting the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut store = Store::new(engine, Host::new(wasi));
+        let command = Command::instantiate_async(&mut store, component, &linker(engine, true)?)
+            .await
+            .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
+        match command.wasi_cli_run().call_run(&mut store).await {
+            Ok(Ok(())) => Ok(0),
+            // `run` returned `err`: the command failed without an exit code of its own.
+            Ok(Err(())) => Ok(1),
+            Err(err) => outcome(err),
+        }
+    })
+}
+
+/// Serves a `wasi:http/incoming-handler` component until SIGTERM, one fresh instance per
+/// request, and returns the task's exit code.
+pub(crate) fn serve(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    workload: &Workload,
+) -> Result<i32, EngineError> {
+    let config = HttpConfig::from_env(&workload.env, Resources::of_this_process())
+        .map_err(|e| EngineError::Other(e.to_string()))?;
+    let pre = linker(engine, true)?
+        .instantiate_pre(component)
+        .and_then(ProxyPre::new)
+        .map_err(|e| EngineError::Other(format!("preparing the component: {}", one_line(&e))))?;
+    let handler = ProxyHandler {
+        pre,
+        workload: workload.clone(),
+    };
+    kwasi_core::http::serve(&config, handler)
+        .map(|shutdown| shutdown.exit_code())
+        .map_err(|e| EngineError::Other(e.to_string()))
+}
+
+struct ProxyHandler {
+    pre: ProxyPre<Host>,
+    workload: Workload,
+}
+
+impl kwasi_core::http::Handler for ProxyHandler {
+    type Body = HyperOutgoingBody;
+    type BodyError = wasmtime_wasi_http::Error;
+
+    async fn handle(
+        &self,
+        request: hyper::Request<RequestBody>,
+        admission: Admission,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
+        // Services get the environment and stdio, not the filesystem: the wasi:http/proxy
+        // world has none, and opening the preopens for every request would cost more than
+        // the request.
+        let wasi = WasiCtx::builder()
+            .inherit_stdout()
+            .inherit_stderr()
+            .envs(&self.workload.env)
+            .build();
+        let mut store = Store::new(self.pre.engine(), Host::new(wasi));
+        let request = request.map(|body| {
+            http_body_util::BodyExt::map_err(body, |err| match err {
+                kwasi_core::http::BodyError::TooLarge { limit } => {
+                    wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
+                }
+                kwasi_core::http::BodyError::Hyper(err) => wasmtime_wasi_http::Error::Hyper(err),
+            })
+        });
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (request, response_out) = {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request);
+            let response_out = http.new_response_outparam(sender);
+            (request, response_out)
+        };
+        let request = request.map_err(|e| format!("bad request: {}", one_line(&e)))?;
+        let response_out = response_out.map_err(|e| one_line(&e))?;
+        let pre = self.pre.clone();
+        // The instance runs in a task of its own: it may go on writing the body after the
+        // response's head has gone out. It keeps the admission until its store is dropped.
+        let guest = tokio::spawn(async move {
+            let _admission = admission;
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, response_out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(format!("the component answered with error {code:?}")),
+            Err(_) => Err(match guest.await {
+                Ok(Ok(())) => "the component returned without setting a response".to_string(),
+                Ok(Err(err)) => match outcome(err) {
+                    Err(EngineError::Trap(trap)) => format!("wasm trap: {trap}"),
+                    Err(other) => other.to_string(),
+                    Ok(code) => format!("the component exited with {code}"),
+                },
+                Err(join) => format!("the request's task failed: {join}"),
+            }),
+        }
+    }
+}
