@@ -81,6 +81,7 @@ conformance!(
         a_request_body_over_the_limit_gets_413,
         a_component_with_a_hash_entry_fails_create_with_a_reason,
         a_bad_http_setting_fails_create_with_a_reason,
+        a_component_in_a_component_layer_runs_through_the_containerd_api,
     ]
 );
 
@@ -1112,5 +1113,32 @@ fn a_bad_http_setting_fails_create_with_a_reason(shim: &Shim) {
         ),
         "{out:?}"
     );
+    assert_clean(&c, &id);
+}
+
+fn a_component_in_a_component_layer_runs_through_the_containerd_api(shim: &Shim) {
+    let c = Containerd::start().unwrap();
+    let image = c
+        .import_wasm_for_api(
+            "kwasi.test/component-layer",
+            &guests_dir().join("probe.component.wasm"),
+            &["--layer-type", "component"],
+        )
+        .unwrap();
+    let id = unique_id("component-layer");
+    let out = c.run_via_api(shim.runtime, &image, &id, &["probe", "args", "x"]);
+    if shim.difference("components").is_some() {
+        assert_eq!(out.status, -1, "{out:?}");
+        let expected = format!("is a WebAssembly component; the {} shim runs", shim.engine);
+        assert!(out.stderr.contains(&expected), "{out:?}");
+    } else {
+        assert_eq!(out.status, 0, "{out:?}");
+        assert!(
+            out.stdout
+                .starts_with("arg[0]=probe\narg[1]=args\narg[2]=x\n"),
+            "{out:?}"
+        );
+    }
+    assert!(!c.log().contains("panicked"), "{}", c.log());
     assert_clean(&c, &id);
 }

@@ -2,11 +2,15 @@
 //!
 //! `kwasi image build` packs a `.wasm` (and extra files) into an OCI image archive for
 //! `ctr images import`: as a file in the image, as a wasm layer, or as a CNCF wasm artifact.
+//! `kwasi install` puts the shims on a node and registers them with containerd;
+//! `kwasi uninstall` undoes it.
+
+mod install;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kwasi_core::image::{ImageRecipe, Packing, WasmLayerType};
 
@@ -22,6 +26,54 @@ enum Command {
     /// Work with OCI images of wasm modules.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Copy the shims to a directory and add them as runtimes to containerd's configuration
+    /// (idempotent; the configuration is backed up first). Restart containerd afterwards.
+    Install(InstallArgs),
+    /// Remove the runtimes `kwasi install` added and the shims it copied.
+    Uninstall(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// Where the shims go.
+    #[arg(long, default_value = install::DEFAULT_BIN_DIR)]
+    bin_dir: PathBuf,
+    /// containerd's configuration file [default: /etc/containerd/config.toml].
+    #[arg(long, conflicts_with = "k3s")]
+    config: Option<PathBuf>,
+    /// Edit k3s' template of containerd's configuration instead
+    /// (/var/lib/rancher/k3s/agent/etc/containerd/config[-v3].toml.tmpl).
+    #[arg(long)]
+    k3s: bool,
+    /// Only this engine (repeatable) [default: every shim next to this binary; for uninstall,
+    /// all].
+    #[arg(long = "engine", value_parser = install::ENGINES)]
+    engines: Vec<String>,
+    /// Print what would change (the configuration as a diff) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl InstallArgs {
+    fn options(self) -> Result<install::Options> {
+        let exe = std::env::current_exe().context("locating the kwasi binary")?;
+        let source_dir = exe
+            .parent()
+            .context("the kwasi binary has no directory")?
+            .to_path_buf();
+        let config = match (self.config, self.k3s) {
+            (Some(path), _) => path,
+            (None, true) => install::k3s_template(std::path::Path::new(install::K3S_DIR)),
+            (None, false) => PathBuf::from(install::DEFAULT_CONFIG),
+        };
+        Ok(install::Options {
+            source_dir,
+            bin_dir: self.bin_dir,
+            config,
+            engines: self.engines,
+            dry_run: self.dry_run,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -111,6 +163,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Image(ImageCommand::Build(args)) => build(args),
+        Command::Install(args) => args
+            .options()
+            .and_then(|options| install::install(&options, &mut std::io::stdout())),
+        Command::Uninstall(args) => args
+            .options()
+            .and_then(|options| install::uninstall(&options, &mut std::io::stdout())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
