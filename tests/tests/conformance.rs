@@ -478,8 +478,20 @@ fn freezer_state(pid: i32) -> Option<String> {
 /// Runs `image` with `args`, expects `create` or `start` to fail with `expected` in ctr's
 /// one-line reason, and checks that nothing was left behind.
 fn assert_rejected(shim: &Shim, c: &Containerd, image: &str, args: &[&str], expected: &str) {
+    assert_rejected_with(shim, c, &[], image, args, expected);
+}
+
+/// [`assert_rejected`] with `ctr run` flags.
+fn assert_rejected_with(
+    shim: &Shim,
+    c: &Containerd,
+    flags: &[&str],
+    image: &str,
+    args: &[&str],
+    expected: &str,
+) {
     let id = unique_id("bad");
-    let out = c.run(shim.runtime, &[], image, &id, args);
+    let out = c.run(shim.runtime, flags, image, &id, args);
     assert_ne!(out.status, 0, "{out:?}");
     let reason = reason(&out);
     let expected = format!("ctr: failed to create shim task: {expected}");
@@ -1101,22 +1113,14 @@ fn a_bad_http_setting_fails_create_with_a_reason(shim: &Shim) {
     if refuses_components(shim, &c, &image) {
         return;
     }
-    let id = unique_id("bad-http");
-    let out = c.run(
-        shim.runtime,
+    assert_rejected_with(
+        shim,
+        &c,
         &["--env", "WASMTIME_HTTP_PROXY_SOCKET_ADDR=localhost"],
         &image,
-        &id,
         &[],
+        "/app.wasm: WASMTIME_HTTP_PROXY_SOCKET_ADDR=localhost: ",
     );
-    assert_ne!(out.status, 0, "{out:?}");
-    assert!(
-        reason(&out).starts_with(
-            "ctr: failed to create shim task: /app.wasm: WASMTIME_HTTP_PROXY_SOCKET_ADDR=localhost: "
-        ),
-        "{out:?}"
-    );
-    assert_clean(&c, &id);
 }
 
 fn a_component_in_a_component_layer_runs_through_the_containerd_api(shim: &Shim) {
