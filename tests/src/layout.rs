@@ -62,3 +62,88 @@ pub fn write(out: &Path, name: &str, config: Part, layers: Vec<Part>) -> Result<
     tar.finish()?;
     Ok(())
 }
+
+/// What goes into the one layer of a Linux image ([`write_linux_image`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    /// A file of this machine, copied to the path in the image with the mode.
+    File(&'a Path, &'a str, u32),
+    /// A symbolic link at the path, pointing at the target.
+    Symlink(&'a str, &'a str),
+}
+
+/// Writes, as an OCI layout tar at `out`, a Linux image named `name` for this machine's
+/// architecture: one tar layer of `entries`, `entrypoint` as its entrypoint, `PATH=/bin`.
+/// For the native containers of the suites (pause, busybox).
+pub fn write_linux_image(
+    out: &Path,
+    name: &str,
+    entries: &[Entry],
+    entrypoint: &[&str],
+) -> Result<()> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dirs: Vec<String> = Vec::new();
+    for entry in entries {
+        let path = match entry {
+            Entry::File(_, path, _) | Entry::Symlink(path, _) => path.trim_start_matches('/'),
+        };
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            if !dirs.iter().any(|d| d == dir) {
+                let mut header = tar::Header::new_ustar();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                layer.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
+                dirs.push(dir.to_string());
+            }
+        }
+        let mut header = tar::Header::new_ustar();
+        match entry {
+            Entry::File(src, _, mode) => {
+                let bytes = std::fs::read(src)?;
+                header.set_mode(*mode);
+                header.set_size(bytes.len() as u64);
+                layer.append_data(&mut header, path, bytes.as_slice())?;
+            }
+            Entry::Symlink(_, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                layer.append_link(&mut header, path, target)?;
+            }
+        }
+    }
+    let layer = Part {
+        media_type: "application/vnd.oci.image.layer.v1.tar",
+        bytes: layer.into_inner()?,
+    };
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = Part {
+        media_type: "application/vnd.oci.image.config.v1+json",
+        bytes: serde_json::to_vec(&json!({
+            "architecture": architecture,
+            "os": "linux",
+            "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest()]},
+        }))?,
+    };
+    write(out, name, config, vec![layer])
+}
+
+/// Debian's static busybox (package busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Writes a busybox image (`/bin/busybox`, `/bin/sh` and a few applets linked to it, `/bin/sh`
+/// as entrypoint) with `extra` entries.
+pub fn write_busybox_image(out: &Path, name: &str, extra: &[Entry]) -> Result<()> {
+    let mut entries = vec![Entry::File(Path::new(BUSYBOX), "/bin/busybox", 0o755)];
+    for applet in ["/bin/sh", "/bin/sleep", "/bin/echo", "/bin/cat"] {
+        entries.push(Entry::Symlink(applet, "busybox"));
+    }
+    entries.extend_from_slice(extra);
+    write_linux_image(out, name, &entries, &["/bin/sh"])
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod api;
+pub mod cri;
 pub mod http;
 pub mod layout;
 
@@ -162,26 +163,15 @@ impl From<Output> for CtrOutput {
 pub struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    namespace: &'static str,
 }
 
-impl Containerd {
-    /// Starts containerd with its root, state and sockets in a new temp dir, the CRI plugin
-    /// off, and `bin_dir()` first on its PATH.
-    pub fn start() -> Result<Containerd> {
-        let kwasi = bin_dir().join("kwasi");
-        if !kwasi.exists() {
-            bail!(
-                "{} is missing: build first (cargo build --release --workspace)",
-                kwasi.display()
-            );
-        }
-        let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
-        let d = dir.path();
-        let config = format!(
-            r#"version = 2
+/// The settings every private containerd has: its root, state and sockets in `dir`.
+fn base_config(dir: &Path) -> String {
+    format!(
+        r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "{sock}"
 [ttrpc]
@@ -189,17 +179,75 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [debug]
   level = "info"
 "#,
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            sock = d.join("containerd.sock").display(),
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+        sock = dir.join("containerd.sock").display(),
+    )
+}
+
+impl Containerd {
+    /// Starts containerd with its root, state and sockets in a new temp dir, the CRI plugin
+    /// off, and `bin_dir()` first on its PATH.
+    pub fn start() -> Result<Containerd> {
+        let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
+        let mut config = base_config(dir.path());
+        config.insert_str(
+            config.find("[grpc]").unwrap_or(0),
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
         );
-        std::fs::write(d.join("config.toml"), config)?;
-        let log = std::fs::File::create(d.join("containerd.log"))?;
+        std::fs::write(dir.path().join("config.toml"), config)?;
         let path = format!(
             "{}:{}",
             bin_dir().canonicalize()?.display(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
+        Self::launch(dir, NAMESPACE, &path)
+    }
+
+    /// Starts containerd with its CRI plugin on, configured by `cri_config` (the plugin's
+    /// section, given the temp dir), and kwasi's shims installed by `kwasi install`: copied to
+    /// `<dir>/kwasi-bin`, registered in the configuration, and linked into `<dir>/path`, which
+    /// stands for `/usr/local/bin` as the first directory on containerd's PATH (containerd
+    /// 1.6.20 finds a pod's shim there, not at its `runtime_path`). `ctr` then works in CRI's
+    /// namespace, `k8s.io`.
+    pub fn start_with_cri(cri_config: impl FnOnce(&Path) -> String) -> Result<Containerd> {
+        let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
+        let config_path = dir.path().join("config.toml");
+        let config = base_config(dir.path()) + &cri_config(dir.path());
+        std::fs::write(&config_path, config)?;
+        let out = Command::new(bin_dir().join("kwasi"))
+            .arg("install")
+            .arg("--bin-dir")
+            .arg(dir.path().join("kwasi-bin"))
+            .arg("--link-dir")
+            .arg(dir.path().join("path"))
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .context("running kwasi install")?;
+        if !out.status.success() {
+            bail!("kwasi install: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let path = format!(
+            "{}:{}",
+            dir.path().join("path").display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        Self::launch(dir, cri::NAMESPACE, &path)
+    }
+
+    /// Runs containerd on `<dir>/config.toml` with `path` as its PATH, and waits until it
+    /// answers.
+    fn launch(dir: tempfile::TempDir, namespace: &'static str, path: &str) -> Result<Containerd> {
+        let kwasi = bin_dir().join("kwasi");
+        if !kwasi.exists() {
+            bail!(
+                "{} is missing: build first (cargo build --release --workspace)",
+                kwasi.display()
+            );
+        }
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("containerd.log"))?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -213,6 +261,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let containerd = Containerd {
             dir,
             child: Some(child),
+            namespace,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -272,13 +321,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.dir.path()
     }
 
-    /// A `ctr` command against this containerd, in the test namespace.
+    /// The containerd namespace `ctr` works in: [`NAMESPACE`], or `k8s.io` with CRI on.
+    pub fn namespace(&self) -> &'static str {
+        self.namespace
+    }
+
+    /// A `ctr` command against this containerd, in its namespace.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.socket())
             .arg("--namespace")
-            .arg(NAMESPACE)
+            .arg(self.namespace)
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -480,7 +534,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         for cgroup in cgroup_dirs(id) {
             found.push(format!("cgroup {}", cgroup.display()));
         }
-        let state = Path::new("/run/kwasi").join(NAMESPACE).join(id);
+        let state = Path::new("/run/kwasi").join(self.namespace).join(id);
         if state.exists() {
             found.push(format!("sandbox state {}", state.display()));
         }
@@ -587,6 +641,11 @@ pub struct RunningCtr {
 }
 
 impl RunningCtr {
+    /// Whether ctr is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for ctr to end, for at most `timeout`; kills it past that.
     pub fn wait(mut self, timeout: Duration) -> Result<CtrOutput> {
         let deadline = Instant::now() + timeout;

@@ -82,6 +82,10 @@ conformance!(
         a_component_with_a_hash_entry_fails_create_with_a_reason,
         a_bad_http_setting_fails_create_with_a_reason,
         a_component_in_a_component_layer_runs_through_the_containerd_api,
+        an_elf_entrypoint_runs_as_an_ordinary_container,
+        a_script_entrypoint_runs_with_its_interpreter,
+        sigterm_reaches_the_handler_of_a_native_program,
+        a_native_entrypoint_without_its_execute_bit_fails_create_with_a_reason,
     ]
 );
 
@@ -1148,4 +1152,77 @@ fn a_component_in_a_component_layer_runs_through_the_containerd_api(shim: &Shim)
     }
     assert!(!c.log().contains("panicked"), "{}", c.log());
     assert_clean(&c, &id);
+}
+
+/// A containerd with a busybox image (plus `extra` entries) imported as
+/// `kwasi.test/busybox:latest`: an image with no wasm in it.
+fn with_busybox(extra: &[layout::Entry]) -> (Containerd, String) {
+    let c = Containerd::start().expect("starting containerd");
+    let tar = c.dir().join("busybox.tar");
+    let image = "kwasi.test/busybox:latest";
+    layout::write_busybox_image(&tar, image, extra).unwrap();
+    c.import_archive(&tar).unwrap();
+    (c, image.to_string())
+}
+
+fn an_elf_entrypoint_runs_as_an_ordinary_container(shim: &Shim) {
+    let (c, image) = with_busybox(&[]);
+    let id = unique_id("native");
+    let script =
+        "echo native as pid $$ in $(cat /proc/self/cgroup | grep -c kwasi-e2e) cgroups; exit 7";
+    let out = c.run(shim.runtime, &[], &image, &id, &["sh", "-c", script]);
+    assert_eq!(out.status, 7, "{out:?}");
+    assert!(out.stdout.starts_with("native as pid 1 in "), "{out:?}");
+    assert!(!out.stdout.contains(" in 0 cgroups"), "{out:?}");
+    assert_clean(&c, &id);
+}
+
+fn a_script_entrypoint_runs_with_its_interpreter(shim: &Shim) {
+    let (_dir, script) = shipped("#!/bin/sh\necho \"script got $*\"\n", "/run.sh");
+    let src = script.split_once(':').unwrap().0.to_string();
+    let (c, image) = with_busybox(&[layout::Entry::File(
+        std::path::Path::new(&src),
+        "/run.sh",
+        0o755,
+    )]);
+    let id = unique_id("script");
+    let out = c.run(shim.runtime, &[], &image, &id, &["/run.sh", "a", "b"]);
+    assert_output(&out, 0, "script got a b\n");
+    assert_clean(&c, &id);
+}
+
+fn sigterm_reaches_the_handler_of_a_native_program(shim: &Shim) {
+    // The shim blocks SIGTERM in its threads; a program it starts must not inherit that.
+    let (c, image) = with_busybox(&[]);
+    let id = unique_id("trap");
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 1; done";
+    let mut run = c
+        .spawn_run(shim.runtime, &[], &image, &id, &["sh", "-c", script])
+        .unwrap();
+    c.wait_for_status(&id, "RUNNING", Duration::from_secs(20))
+        .unwrap();
+    // Until sh has set its trap, SIGTERM is dropped (it is PID 1): send it until sh ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.is_running() && Instant::now() < deadline {
+        c.ctr(&["task", "kill", "-s", "SIGTERM", &id]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = run.wait(Duration::from_secs(30)).unwrap();
+    assert_output(&out, 3, "ready\ngot TERM\n");
+    assert_clean(&c, &id);
+}
+
+fn a_native_entrypoint_without_its_execute_bit_fails_create_with_a_reason(shim: &Shim) {
+    let (c, image) = with_busybox(&[layout::Entry::File(
+        std::path::Path::new(layout::BUSYBOX),
+        "/bin/tool",
+        0o644,
+    )]);
+    assert_rejected(
+        shim,
+        &c,
+        &image,
+        &["/bin/tool"],
+        "entrypoint /bin/tool is not executable: set its execute bit (chmod +x) in the image",
+    );
 }

@@ -32,6 +32,38 @@ fn nothing_the_suite_started_is_left_running_or_mounted() {
     }
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:#?}");
 
+    // The CRI suite's pods: their cgroups, and its CNI networks' address books and bridges.
+    let mut pods = Vec::new();
+    for hierarchy in kwasi_e2e::cri::cgroup_hierarchies() {
+        let root = hierarchy.join(kwasi_e2e::cri::CGROUP_ROOT);
+        pods.extend(
+            std::fs::read_dir(&root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+        let _ = std::fs::remove_dir(&root);
+    }
+    assert!(pods.is_empty(), "pod cgroups left: {pods:#?}");
+    let networks: Vec<_> = std::fs::read_dir("/var/lib/cni/networks")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+        .map(|e| e.path())
+        .collect();
+    assert!(networks.is_empty(), "CNI address books left: {networks:#?}");
+    let bridges: Vec<_> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(kwasi_e2e::cri::BRIDGE_PREFIX))
+        .collect();
+    assert!(bridges.is_empty(), "CNI bridges left: {bridges:#?}");
+
     let state: Vec<_> = std::fs::read_dir(format!("/run/kwasi/{NAMESPACE}"))
         .into_iter()
         .flatten()

@@ -48,6 +48,20 @@ pub(crate) fn exit_on_termination_signals() {
     }
 }
 
+/// Gives a native program the signal state a freshly executed process expects: nothing
+/// blocked (the shim's threads block the signals its reaper waits for, and a mask survives
+/// `exec`) and SIGPIPE at its default action (Rust's runtime ignores it, which also survives
+/// `exec`). Handlers need no reset: `exec` resets them.
+pub(crate) fn restore_for_exec() {
+    // SAFETY: plain signal/sigprocmask calls.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 /// Where [`notify_termination`] signals SIGTERM and SIGINT: an eventfd, or -1.
 static TERMINATION_EVENTFD: AtomicI32 = AtomicI32::new(-1);
 

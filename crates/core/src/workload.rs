@@ -11,6 +11,9 @@ use crate::image::layers::WasmLayer;
 /// The first four bytes of every WebAssembly binary.
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
+/// The search path of a spec that sets no `PATH` (runc's and Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Mount destinations that are kernel interfaces, not data: never offered to the guest.
 const SYSTEM_MOUNTS: &[&str] = &["/proc", "/sys", "/dev"];
 
@@ -168,6 +171,51 @@ impl Workload {
             sha256: None,
         })
     }
+}
+
+/// The program a spec's entrypoint names when it is an ordinary Linux program (an ELF
+/// executable or a `#!` script) rather than a wasm binary: such a task runs as an ordinary
+/// container (a pod's pause container, a sidecar). Called inside the container, once its
+/// rootfs is in place; `None` for wasm, for a missing file and for anything else.
+///
+/// `process.args[0]` is looked up as `execvp` does: a name with a `/` against the working
+/// directory, a bare name in the spec's `PATH`.
+pub fn native_program(spec: &Spec) -> Option<PathBuf> {
+    let process = spec.process().as_ref()?;
+    let name = process.args().as_ref()?.first()?;
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![process.cwd().join(name)]
+    } else if name.is_empty() {
+        Vec::new()
+    } else {
+        let path = process
+            .env()
+            .iter()
+            .flatten()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| process.cwd().join(dir).join(name))
+            .collect()
+    };
+    candidates.into_iter().find(|path| is_native_program(path))
+}
+
+/// Whether `path` is a regular file starting like an ELF executable or a script.
+fn is_native_program(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| {
+            if f.metadata()?.is_file() {
+                f.read(&mut head)
+            } else {
+                Ok(0)
+            }
+        })
+        .unwrap_or(0);
+    head[..read].starts_with(b"\x7fELF") || head[..read].starts_with(b"#!")
 }
 
 /// Tells a wasm binary from other files, naming what the file looks like when it is not one.
@@ -332,6 +380,61 @@ mod tests {
             err.to_string(),
             "entrypoint /x is not a WebAssembly module (it is a text file)"
         );
+    }
+
+    fn native_spec(args: &[&str], cwd: &str, path: Option<&str>) -> Spec {
+        let mut s = spec(args, cwd);
+        if let Some(path) = path {
+            let mut process = s.process().clone().unwrap();
+            process.set_env(Some(vec![format!("PATH={path}")]));
+            s.set_process(Some(process));
+        }
+        s
+    }
+
+    fn files(entries: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in entries {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn an_elf_entrypoint_is_a_native_program() {
+        let dir = files(&[("bin/app", b"\x7fELF\x02\x01")]);
+        let root = dir.path().display().to_string();
+        let s = native_spec(&[&format!("{root}/bin/app")], "/", None);
+        assert_eq!(native_program(&s), Some(dir.path().join("bin/app")));
+    }
+
+    #[test]
+    fn a_script_is_found_in_the_specs_path_like_execvp_does() {
+        let dir = files(&[("sbin/run.sh", b"#!/bin/sh\necho hi\n")]);
+        let path = format!("/nonexistent:{}/sbin", dir.path().display());
+        let s = native_spec(&["run.sh", "x"], "/", Some(&path));
+        assert_eq!(native_program(&s), Some(dir.path().join("sbin/run.sh")));
+    }
+
+    #[test]
+    fn a_relative_name_with_a_slash_is_found_from_the_working_directory() {
+        let dir = files(&[("srv/tool", b"\x7fELF")]);
+        let cwd = dir.path().join("srv").display().to_string();
+        let s = native_spec(&["./tool"], &cwd, None);
+        assert!(native_program(&s).is_some());
+    }
+
+    #[test]
+    fn wasm_text_and_missing_entrypoints_are_not_native() {
+        let dir = files(&[("app.wasm", b"\0asm\x01\0\0\0"), ("notes", b"hello\n")]);
+        let root = dir.path().display().to_string();
+        for name in ["app.wasm", "notes", "missing"] {
+            let s = native_spec(&[&format!("{root}/{name}")], "/", None);
+            assert_eq!(native_program(&s), None, "{name}");
+        }
+        assert_eq!(native_program(&native_spec(&[], "/", None)), None);
     }
 
     #[test]

@@ -38,6 +38,13 @@ struct InstallArgs {
     /// Where the shims go.
     #[arg(long, default_value = install::DEFAULT_BIN_DIR)]
     bin_dir: PathBuf,
+    /// Where to link each shim under its own name: a directory on containerd's PATH
+    /// (containerd before 1.6.21 / 1.7.1 ignores `runtime_path` for pods and looks there).
+    #[arg(long, default_value = install::DEFAULT_LINK_DIR, conflicts_with = "no_link")]
+    link_dir: PathBuf,
+    /// Make no links (containerd 1.6.21+, 1.7.1+ and 2.x follow `runtime_path`).
+    #[arg(long)]
+    no_link: bool,
     /// containerd's configuration file [default: /etc/containerd/config.toml].
     #[arg(long, conflicts_with = "k3s")]
     config: Option<PathBuf>,
@@ -69,6 +76,7 @@ impl InstallArgs {
         Ok(install::Options {
             source_dir,
             bin_dir: self.bin_dir,
+            link_dir: (!self.no_link).then_some(self.link_dir),
             config,
             engines: self.engines,
             dry_run: self.dry_run,

@@ -1,22 +1,27 @@
 //! The code that runs inside the container process: libcontainer calls it once the sandbox is
-//! in place.
+//! in place. It runs a wasm workload with the shim's engine, or, when the entrypoint is an
+//! ordinary Linux program and the image has no wasm layer, executes that program as runc would
+//! (a pod's pause container and its sidecars share the pod's runtime handler).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cache::CompileCache;
 use crate::engine::{Engine, EngineError, Workload, DEFAULT_ENTRY};
 use crate::http::{HttpConfig, Resources};
 use crate::image::layers::WasmLayer;
+use crate::workload::native_program;
 
-/// Runs a wasm workload with engine `E` in the container process.
+/// Runs a task's workload in the container process: a wasm workload with engine `E`, or a
+/// native program.
 ///
 /// `validate` (at `create`) reads and compiles the module, so that bad input fails `create`
 /// with its reason; `exec` (at `start`) runs what `validate` prepared and ends the process with
-/// the guest's exit code.
+/// the guest's exit code (a native program replaces the process instead).
 pub(crate) struct WasmExecutor<E: Engine> {
     engine: E,
     cache: Option<Arc<CompileCache>>,
@@ -24,8 +29,13 @@ pub(crate) struct WasmExecutor<E: Engine> {
     prepared: Arc<Mutex<Option<Prepared<E>>>>,
 }
 
-/// What `validate` leaves for `exec`: the workload and its compiled module.
-type Prepared<E> = (Workload, <E as Engine>::Module);
+/// What `validate` leaves for `exec`.
+enum Prepared<E: Engine> {
+    /// A wasm workload and its compiled module.
+    Wasm(Workload, E::Module),
+    /// An ordinary Linux program, executed in place of the container process.
+    Native,
+}
 
 impl<E: Engine> Clone for WasmExecutor<E> {
     fn clone(&self) -> Self {
@@ -53,6 +63,12 @@ impl<E: Engine> WasmExecutor<E> {
     }
 
     fn prepare(&self, spec: &Spec) -> Result<Prepared<E>, String> {
+        if self.wasm_layer.is_none() {
+            if let Some(program) = native_program(spec) {
+                check_executable(&program)?;
+                return Ok(Prepared::Native);
+            }
+        }
         let mut workload = Workload::from_spec(spec).map_err(|e| e.to_string())?;
         let wasm = match &self.wasm_layer {
             Some(layer) => workload.use_layer(layer),
@@ -86,7 +102,7 @@ impl<E: Engine> WasmExecutor<E> {
             }
         })
         .map_err(|e| format!("{}: {e}", wasm.origin))?;
-        Ok((workload, module))
+        Ok(Prepared::Wasm(workload, module))
     }
 }
 
@@ -132,9 +148,16 @@ impl<E: Engine> Executor for WasmExecutor<E> {
 
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let taken = self.prepared.lock().ok().and_then(|mut slot| slot.take());
-        let (workload, module) = match taken {
+        let prepared = match taken {
             Some(prepared) => prepared,
             None => self.prepare(spec).map_err(ExecutorError::Other)?,
+        };
+        let (workload, module) = match prepared {
+            Prepared::Wasm(workload, module) => (workload, module),
+            Prepared::Native => {
+                crate::signals::restore_for_exec();
+                return DefaultExecutor {}.exec(spec);
+            }
         };
         crate::signals::exit_on_termination_signals();
         let code = match self.engine.run(module, &workload) {
@@ -148,4 +171,20 @@ impl<E: Engine> Executor for WasmExecutor<E> {
         let _ = std::io::stdout().flush();
         std::process::exit(code)
     }
+}
+
+/// Refuses, at `create`, a native entrypoint that cannot be executed.
+fn check_executable(program: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(program)
+        .map_err(|e| format!("entrypoint {}: {e}", program.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o111 == 0 {
+        return Err(format!(
+            "entrypoint {} is not executable: set its execute bit (chmod +x) in the image",
+            program.display()
+        ));
+    }
+    Ok(())
 }

@@ -172,7 +172,13 @@ fn build_container<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Conta
 fn creation_error(err: &libcontainer::error::LibcontainerError) -> String {
     /// libcontainer's wording around an error the container process reports.
     const CARRIER: &str = "error in executing process : ";
-    let message = err.to_string();
+    /// libcontainer's wordings that say nothing of the cause, which its `Debug` form keeps
+    /// (its creation error does not expose it as a source).
+    const VAGUE: &[&str] = &["io error", "syscall", "nix error", "mount error"];
+    let mut message = err.to_string();
+    if VAGUE.iter().any(|v| message.ends_with(v)) {
+        message = format!("{message} ({err:?})");
+    }
     match message.rfind(CARRIER) {
         Some(at) => message[at + CARRIER.len()..].trim().to_string(),
         None => message,

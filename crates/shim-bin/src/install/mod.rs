@@ -7,6 +7,10 @@
 //! uses ([`config`]). Both steps are idempotent; the configuration is backed up before it is
 //! changed, and `--dry-run` prints the change as a diff instead. Containerd reads its
 //! configuration at start: restart it afterwards.
+//!
+//! containerd up to 1.6.20 and 1.7.0 (Debian 12 ships 1.6.20) ignores `runtime_path` on the
+//! CRI path and looks the shim up by name on its `PATH` (containerd/containerd#8207), so
+//! install also links each shim into a directory on that `PATH` (`/usr/local/bin`).
 
 mod config;
 
@@ -19,6 +23,8 @@ use anyhow::{bail, Context, Result};
 pub const ENGINES: [&str; 3] = ["wasmtime", "wasmer", "wasmedge"];
 /// Where the shims go by default.
 pub const DEFAULT_BIN_DIR: &str = "/opt/kwasi/bin";
+/// Where the shims are linked by default: a directory on containerd's `PATH`.
+pub const DEFAULT_LINK_DIR: &str = "/usr/local/bin";
 /// containerd's configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/containerd/config.toml";
 /// Where k3s keeps the templates of its containerd configuration.
@@ -33,6 +39,9 @@ pub struct Options {
     pub source_dir: PathBuf,
     /// Where they go.
     pub bin_dir: PathBuf,
+    /// Where each is linked under its own name, for containerd versions that find shims on
+    /// their `PATH` only; `None`: no links.
+    pub link_dir: Option<PathBuf>,
     /// containerd's configuration file (or k3s' template of it).
     pub config: PathBuf,
     /// The engines to install; empty: every shim found in `source_dir` (for uninstall: all).
@@ -78,6 +87,14 @@ pub fn install(options: &Options, out: &mut impl Write) -> Result<()> {
         let source = options.source_dir.join(shim_name(engine));
         let dest = options.bin_dir.join(shim_name(engine));
         copy_shim(&source, &dest, options.dry_run, out)?;
+        if let Some(link_dir) = &options.link_dir {
+            link_shim(
+                &dest,
+                &link_dir.join(shim_name(engine)),
+                options.dry_run,
+                out,
+            )?;
+        }
     }
     let runtimes: Vec<config::Runtime> = engines
         .iter()
@@ -115,6 +132,14 @@ pub fn uninstall(options: &Options, out: &mut impl Write) -> Result<()> {
     }
     for engine in &engines {
         let shim = options.bin_dir.join(shim_name(engine));
+        if let Some(link_dir) = &options.link_dir {
+            unlink_shim(
+                &shim,
+                &link_dir.join(shim_name(engine)),
+                options.dry_run,
+                out,
+            )?;
+        }
         if !shim.exists() {
             continue;
         }
@@ -162,6 +187,56 @@ fn copy_shim(source: &Path, dest: &Path, dry_run: bool, out: &mut impl Write) ->
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_replacing(dest, &bytes, 0o755)?;
     writeln!(out, "copied {} to {}", source.display(), dest.display())?;
+    Ok(())
+}
+
+/// Links `link` to the installed shim `shim`. Anything else already at `link` is left alone
+/// (with a note: an older containerd would run it instead of ours).
+fn link_shim(shim: &Path, link: &Path, dry_run: bool, out: &mut impl Write) -> Result<()> {
+    if link == shim {
+        return Ok(());
+    }
+    match std::fs::read_link(link) {
+        Ok(target) if target == shim => {
+            writeln!(out, "{}: unchanged", link.display())?;
+            return Ok(());
+        }
+        _ if link.symlink_metadata().is_ok() => {
+            writeln!(
+                out,
+                "left {} alone (not ours): containerd before 1.6.21 / 1.7.1 runs the shim it \
+                 finds on its PATH, not {}",
+                link.display(),
+                shim.display()
+            )?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    if dry_run {
+        writeln!(out, "would link {} to {}", link.display(), shim.display())?;
+        return Ok(());
+    }
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::os::unix::fs::symlink(shim, link)
+        .with_context(|| format!("linking {} to {}", link.display(), shim.display()))?;
+    writeln!(out, "linked {} to {}", link.display(), shim.display())?;
+    Ok(())
+}
+
+/// Removes `link` if it is our link to `shim`.
+fn unlink_shim(shim: &Path, link: &Path, dry_run: bool, out: &mut impl Write) -> Result<()> {
+    if !std::fs::read_link(link).is_ok_and(|target| target == shim) {
+        return Ok(());
+    }
+    if dry_run {
+        writeln!(out, "would remove {}", link.display())?;
+    } else {
+        std::fs::remove_file(link).with_context(|| format!("removing {}", link.display()))?;
+        writeln!(out, "removed {}", link.display())?;
+    }
     Ok(())
 }
 
@@ -255,6 +330,7 @@ mod tests {
             Options {
                 source_dir: self.dir.path().join("build"),
                 bin_dir: self.dir.path().join("opt/kwasi/bin"),
+                link_dir: Some(self.dir.path().join("usr/local/bin")),
                 config: self.dir.path().join("config.toml"),
                 engines: vec![],
                 dry_run,
@@ -307,7 +383,7 @@ mod tests {
         let config = node.config();
         let report = node.run(install, false);
         assert_eq!(node.config(), config);
-        assert_eq!(report.matches(": unchanged").count(), 3, "{report}");
+        assert_eq!(report.matches(": unchanged").count(), 5, "{report}");
     }
 
     #[test]
@@ -332,6 +408,46 @@ mod tests {
         node.run(uninstall, false);
         assert_eq!(node.config(), CONFIG);
         assert!(!node.dir.path().join("opt/kwasi/bin").exists());
+        let links = node.dir.path().join("usr/local/bin");
+        assert_eq!(std::fs::read_dir(links).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn install_links_each_shim_where_containerd_looks_it_up_by_name() {
+        let node = Node::new(CONFIG);
+        node.run(install, false);
+        for engine in ["wasmtime", "wasmer"] {
+            let link = node
+                .dir
+                .path()
+                .join("usr/local/bin")
+                .join(shim_name(engine));
+            let target = node
+                .dir
+                .path()
+                .join("opt/kwasi/bin")
+                .join(shim_name(engine));
+            assert_eq!(std::fs::read_link(link).unwrap(), target);
+        }
+    }
+
+    #[test]
+    fn a_shim_of_someone_else_on_the_path_is_left_alone_and_reported() {
+        let node = Node::new(CONFIG);
+        let theirs = node
+            .dir
+            .path()
+            .join("usr/local/bin")
+            .join(shim_name("wasmtime"));
+        std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+        std::fs::write(&theirs, "#!/bin/sh\n# theirs\n").unwrap();
+        let report = node.run(install, false);
+        assert!(report.contains("(not ours)"), "{report}");
+        node.run(uninstall, false);
+        assert_eq!(
+            std::fs::read_to_string(&theirs).unwrap(),
+            "#!/bin/sh\n# theirs\n"
+        );
     }
 
     #[test]

@@ -1,0 +1,657 @@
+//! Kubernetes' path, without a kubelet: a private containerd with its CRI plugin on, kwasi's
+//! shims registered by `kwasi install`, a CNI network of its own, and a CRI client (the
+//! `k8s-cri` bindings over containerd's socket) that makes the calls kubelet makes.
+//!
+//! A [`Node`] owns all of it. Dropping it stops and removes every pod still there (as kubelet
+//! would), stops containerd, and removes the network's bridge and address book.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use containerd_client::tonic::transport::Channel;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+};
+
+use crate::layout::{write_busybox_image, write_linux_image, Entry};
+use crate::{guests_dir, Containerd, TMP_PREFIX};
+
+/// The containerd namespace of CRI's containers and images.
+pub const NAMESPACE: &str = "k8s.io";
+/// The sandbox image: Kubernetes' pause, rebuilt from `tests/guests/pause.c`.
+pub const PAUSE_IMAGE: &str = "kwasi.test/pause:1";
+/// A busybox image (Debian's static busybox), for the native containers of a pod.
+pub const BUSYBOX_IMAGE: &str = "kwasi.test/busybox:1";
+/// Where the cgroups of the test pods go (as kubelet's `kubepods`), in every hierarchy.
+pub const CGROUP_ROOT: &str = "kwasi-e2e-pods";
+
+/// The prefix of the CNI bridges of the nodes (`kwasi<N>`).
+pub const BRIDGE_PREFIX: &str = "kwasi";
+
+/// Where Debian's containernetworking-plugins put the CNI plugins.
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// Where the host-local IPAM plugin keeps its address book, one directory per network.
+const CNI_IPAM_DIR: &str = "/var/lib/cni/networks";
+
+/// How the pods of a test reach the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodNetwork {
+    /// Their own network namespace on the node's CNI bridge.
+    Cni,
+    /// The node's network namespace.
+    Host,
+}
+
+/// A pod as the test made it: its sandbox id and the config every later call repeats.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// The sandbox id CRI gave it.
+    pub id: String,
+    /// The config it was run with.
+    pub config: PodSandboxConfig,
+    /// Its uid, which names its cgroup (`<CGROUP_ROOT>/pod<uid>`).
+    pub uid: String,
+}
+
+impl Pod {
+    /// The pod's log directory on the node.
+    pub fn log_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.log_directory)
+    }
+
+    /// The pod's cgroup parent, as kubelet would name it (cgroupfs driver).
+    pub fn cgroup_parent(&self) -> String {
+        format!("/{CGROUP_ROOT}/pod{}", self.uid)
+    }
+
+    /// The pod's cgroup directories, in every mounted hierarchy that has one.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_hierarchies()
+            .into_iter()
+            .map(|h| h.join(CGROUP_ROOT).join(format!("pod{}", self.uid)))
+            .filter(|d| d.exists())
+            .collect()
+    }
+}
+
+/// A container to create in a pod.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec<'a> {
+    /// Its name in the pod (also its log file's name).
+    pub name: &'a str,
+    /// The image reference.
+    pub image: &'a str,
+    /// Replaces the image's entrypoint when not empty.
+    pub command: &'a [&'a str],
+    /// Replaces the image's command.
+    pub args: &'a [&'a str],
+    /// Environment variables, `KEY=VALUE`.
+    pub env: &'a [&'a str],
+}
+
+/// Makes CRI call `method` with `request` and returns its response; on failure, the error
+/// says `what` failed and carries the errors containerd and the shims logged.
+macro_rules! call {
+    ($node:expr, $method:ident, $request:expr, $what:expr) => {{
+        let mut client = $node.client.clone();
+        $node
+            .runtime
+            .block_on(client.$method($request))
+            .map(|response| response.into_inner())
+            .map_err(|status| $node.failed($what, status))
+    }};
+}
+
+/// A node: containerd with CRI, kwasi installed, a CNI network, and a CRI client.
+pub struct Node {
+    /// The containerd (`ctr` works in [`NAMESPACE`]).
+    pub containerd: Containerd,
+    /// Held for its `Drop`, which removes the bridge once containerd is stopped.
+    _network: Network,
+    runtime: tokio::runtime::Runtime,
+    client: RuntimeServiceClient<Channel>,
+    /// The wasm images imported so far, by guest file.
+    images: HashMap<String, String>,
+}
+
+impl Node {
+    /// Starts containerd with CRI, a CNI network of its own and the pause image as the sandbox
+    /// image, and imports the busybox image.
+    pub fn start() -> Result<Node> {
+        let network = Network::new();
+        let containerd = Containerd::start_with_cri(|dir| cri_config(dir, &network))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let channel = runtime
+            .block_on(containerd_client::connect(containerd.socket()))
+            .context("connecting to containerd's CRI")?;
+        let mut node = Node {
+            containerd,
+            _network: network,
+            runtime,
+            client: RuntimeServiceClient::new(channel),
+            images: HashMap::new(),
+        };
+        node.import_native_images()?;
+        Ok(node)
+    }
+
+    fn import_native_images(&mut self) -> Result<()> {
+        let dir = self.containerd.dir().to_path_buf();
+        let pause = dir.join("pause");
+        let out = std::process::Command::new("gcc")
+            .args(["-static", "-Os", "-o"])
+            .arg(&pause)
+            .arg(guests_dir().join("pause.c"))
+            .output()
+            .context("building pause (apt-get install gcc libc6-dev)")?;
+        if !out.status.success() {
+            bail!("gcc pause.c: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let pause_tar = dir.join("pause.tar");
+        write_linux_image(
+            &pause_tar,
+            PAUSE_IMAGE,
+            &[Entry::File(&pause, "/pause", 0o755)],
+            &["/pause"],
+        )?;
+        self.containerd.import_archive(&pause_tar)?;
+        let busybox_tar = dir.join("busybox.tar");
+        write_busybox_image(&busybox_tar, BUSYBOX_IMAGE, &[])?;
+        self.containerd.import_archive(&busybox_tar)
+    }
+
+    /// The image of guest `file` of `tests/guests` (`probe.wasm`, `http.wasm`), imported
+    /// once.
+    pub fn wasm_image(&mut self, file: &str) -> Result<String> {
+        if let Some(image) = self.images.get(file) {
+            return Ok(image.clone());
+        }
+        let name = format!("kwasi.test/{}", file.trim_end_matches(".wasm"));
+        let image = self
+            .containerd
+            .import_wasm(&name, &guests_dir().join(file), &[])?;
+        self.images.insert(file.to_string(), image.clone());
+        Ok(image)
+    }
+
+    /// RunPodSandbox with `handler` as its runtime handler.
+    pub fn run_pod(&mut self, name: &str, handler: &str, network: PodNetwork) -> Result<Pod> {
+        let uid = crate::unique_id(name);
+        let log_directory = self.containerd.dir().join("pods").join(&uid);
+        std::fs::create_dir_all(&log_directory)?;
+        let mut pod = Pod {
+            id: String::new(),
+            uid: uid.clone(),
+            config: PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: name.to_string(),
+                    uid: uid.clone(),
+                    namespace: "default".to_string(),
+                    attempt: 0,
+                }),
+                hostname: name.to_string(),
+                log_directory: log_directory.display().to_string(),
+                ..Default::default()
+            },
+        };
+        let mode = match network {
+            PodNetwork::Cni => NamespaceMode::Pod,
+            PodNetwork::Host => NamespaceMode::Node,
+        };
+        pod.config.linux = Some(LinuxPodSandboxConfig {
+            cgroup_parent: pod.cgroup_parent(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: mode as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let request = RunPodSandboxRequest {
+            config: Some(pod.config.clone()),
+            runtime_handler: handler.to_string(),
+        };
+        let response = call!(
+            self,
+            run_pod_sandbox,
+            request,
+            format!("RunPodSandbox {name} ({handler})")
+        )?;
+        pod.id = response.pod_sandbox_id;
+        Ok(pod)
+    }
+
+    /// CreateContainer in `pod`; returns the container id.
+    pub fn create_container(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: spec.name.to_string(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: spec.image.to_string(),
+                ..Default::default()
+            }),
+            command: spec.command.iter().map(|s| s.to_string()).collect(),
+            args: spec.args.iter().map(|s| s.to_string()).collect(),
+            envs: spec
+                .env
+                .iter()
+                .map(|kv| {
+                    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+                    KeyValue {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    }
+                })
+                .collect(),
+            log_path: format!("{}.log", spec.name),
+            // As kubelet: the pod's namespace choices, repeated for each container.
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: pod
+                        .config
+                        .linux
+                        .as_ref()
+                        .and_then(|l| l.security_context.as_ref())
+                        .and_then(|c| c.namespace_options.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let request = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        let response = call!(
+            self,
+            create_container,
+            request,
+            format!("CreateContainer {}", spec.name)
+        )?;
+        Ok(response.container_id)
+    }
+
+    /// StartContainer.
+    pub fn start_container(&mut self, id: &str) -> Result<()> {
+        call!(
+            self,
+            start_container,
+            StartContainerRequest {
+                container_id: id.to_string(),
+            },
+            format!("StartContainer {id}")
+        )?;
+        Ok(())
+    }
+
+    /// CreateContainer and StartContainer; returns the container id.
+    pub fn run_container(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
+        let id = self.create_container(pod, spec)?;
+        self.start_container(&id)?;
+        Ok(id)
+    }
+
+    /// ContainerStatus (verbose), with the task's pid from its verbose info (0 once exited).
+    pub fn container_status(&mut self, id: &str) -> Result<(ContainerStatus, i32)> {
+        let response = call!(
+            self,
+            container_status,
+            ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: true,
+            },
+            format!("ContainerStatus {id}")
+        )?;
+        let pid = response
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|info| info["pid"].as_i64())
+            .unwrap_or(0) as i32;
+        let status = response
+            .status
+            .ok_or_else(|| anyhow!("ContainerStatus {id}: no status"))?;
+        Ok((status, pid))
+    }
+
+    /// Waits until the container is in `state`, and returns its status and pid.
+    pub fn wait_for_state(
+        &mut self,
+        id: &str,
+        state: ContainerState,
+        timeout: Duration,
+    ) -> Result<(ContainerStatus, i32)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, pid) = self.container_status(id)?;
+            if status.state == state as i32 {
+                return Ok((status, pid));
+            }
+            if Instant::now() > deadline {
+                bail!("container {id} did not become {state:?}: {status:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// StopContainer with a grace period of `timeout` seconds.
+    pub fn stop_container(&mut self, id: &str, timeout: i64) -> Result<()> {
+        call!(
+            self,
+            stop_container,
+            StopContainerRequest {
+                container_id: id.to_string(),
+                timeout,
+            },
+            format!("StopContainer {id}")
+        )?;
+        Ok(())
+    }
+
+    /// RemoveContainer.
+    pub fn remove_container(&mut self, id: &str) -> Result<()> {
+        call!(
+            self,
+            remove_container,
+            RemoveContainerRequest {
+                container_id: id.to_string(),
+            },
+            format!("RemoveContainer {id}")
+        )?;
+        Ok(())
+    }
+
+    /// PodSandboxStatus (verbose): the pod's IP, its sandbox pid and its network namespace
+    /// path (empty for a host-network pod).
+    pub fn pod_status(&mut self, pod: &Pod) -> Result<PodInfo> {
+        let response = call!(
+            self,
+            pod_sandbox_status,
+            PodSandboxStatusRequest {
+                pod_sandbox_id: pod.id.clone(),
+                verbose: true,
+            },
+            format!("PodSandboxStatus {}", pod.id)
+        )?;
+        let ip = response
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let info: serde_json::Value = response
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or_default();
+        let netns = info["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|ns| ns["type"] == "network")
+            .and_then(|ns| ns["path"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        Ok(PodInfo {
+            ip,
+            pid: info["pid"].as_i64().unwrap_or(0) as i32,
+            netns,
+        })
+    }
+
+    /// StopPodSandbox.
+    pub fn stop_pod(&mut self, pod: &Pod) -> Result<()> {
+        self.stop_pod_id(&pod.id)
+    }
+
+    fn stop_pod_id(&mut self, id: &str) -> Result<()> {
+        call!(
+            self,
+            stop_pod_sandbox,
+            StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            },
+            format!("StopPodSandbox {id}")
+        )?;
+        Ok(())
+    }
+
+    /// RemovePodSandbox (which removes its containers too), then the pod's cgroup, as kubelet
+    /// does once the pod is gone: it fails if a container's cgroup is still in it.
+    pub fn remove_pod(&mut self, pod: &Pod) -> Result<()> {
+        self.remove_pod_id(&pod.id)?;
+        for dir in pod.cgroup_dirs() {
+            std::fs::remove_dir(&dir)
+                .with_context(|| format!("removing the pod's cgroup {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    fn remove_pod_id(&mut self, id: &str) -> Result<()> {
+        call!(
+            self,
+            remove_pod_sandbox,
+            RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            },
+            format!("RemovePodSandbox {id}")
+        )?;
+        Ok(())
+    }
+
+    /// What container `name` of `pod` wrote, read from its CRI log file (each line is
+    /// `<time> <stream> <P|F> <text>`; P marks a partial line).
+    pub fn log(&self, pod: &Pod, name: &str) -> Result<String> {
+        let path = pod.log_dir().join(format!("{name}.log"));
+        let raw = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the CRI log {}", path.display()))?;
+        let mut text = String::new();
+        for line in raw.lines() {
+            let mut parts = line.splitn(4, ' ');
+            let (_time, _stream, tag) = (parts.next(), parts.next(), parts.next());
+            text.push_str(parts.next().unwrap_or_default());
+            if tag != Some("P") {
+                text.push('\n');
+            }
+        }
+        Ok(text)
+    }
+
+    /// The shim processes of this node's containerd: pid and command line. A wasm
+    /// container's process is a copy of its shim with the same command line, but in a PID
+    /// namespace of its pod's: only processes in the node's PID namespace count.
+    pub fn shims(&self) -> Vec<(i32, String)> {
+        let socket = self.containerd.socket().display().to_string();
+        let node_pid_ns = crate::namespace_of(std::process::id() as i32, "pid").ok();
+        crate::processes()
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.contains("containerd-shim") && cmdline.contains(&socket))
+            .filter(|(pid, _)| crate::namespace_of(*pid, "pid").ok() == node_pid_ns)
+            .collect()
+    }
+
+    /// The error of CRI call `call`, with the errors containerd and the shims logged.
+    fn failed(&self, call: String, status: containerd_client::tonic::Status) -> anyhow::Error {
+        let log = self.containerd.log();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("level=error")).collect();
+        anyhow!(
+            "{call}: {}\nerrors in containerd's log:\n{}",
+            status.message(),
+            errors[errors.len().saturating_sub(20)..].join("\n")
+        )
+    }
+
+    /// Stops and removes every pod CRI still lists.
+    fn remove_all_pods(&mut self) {
+        let listed = call!(
+            self,
+            list_pod_sandbox,
+            ListPodSandboxRequest { filter: None },
+            "ListPodSandbox".to_string()
+        );
+        let pods = listed.map(|r| r.items).unwrap_or_default();
+        for pod in pods {
+            let _ = self.stop_pod_id(&pod.id);
+            let _ = self.remove_pod_id(&pod.id);
+            if let Some(uid) = pod.metadata.map(|m| m.uid) {
+                for hierarchy in cgroup_hierarchies() {
+                    let _ =
+                        std::fs::remove_dir(hierarchy.join(CGROUP_ROOT).join(format!("pod{uid}")));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.remove_all_pods();
+        // `containerd` is dropped after this: the bridge goes once containerd is stopped.
+    }
+}
+
+/// What PodSandboxStatus tells of a running pod.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// Its IP on the CNI network (empty with the host's network).
+    pub ip: String,
+    /// The sandbox (pause) process.
+    pub pid: i32,
+    /// Its network namespace (empty with the host's network).
+    pub netns: String,
+}
+
+/// The CRI section of the node's containerd configuration; writes the CNI configuration it
+/// names.
+fn cri_config(dir: &Path, network: &Network) -> String {
+    let conf_dir = dir.join("cni");
+    let written = std::fs::create_dir_all(&conf_dir)
+        .and_then(|()| std::fs::write(conf_dir.join("10-kwasi.conflist"), network.conflist()));
+    if let Err(err) = written {
+        // containerd then says that CNI is not initialized, when the first pod needs it.
+        eprintln!(
+            "writing the CNI configuration in {}: {err}",
+            conf_dir.display()
+        );
+    }
+    format!(
+        r#"[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  {restrict_oom}
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{conf_dir}"
+    max_conf_num = 1
+"#,
+        conf_dir = conf_dir.display(),
+        restrict_oom = restrict_oom_score_adj(),
+    )
+}
+
+/// `restrict_oom_score_adj = true` where this process may not lower its OOM score (no
+/// CAP_SYS_RESOURCE, as on machines that are themselves containers): CRI then keeps every
+/// container's score at or above containerd's, instead of asking for -998 for the sandbox,
+/// which no runtime could set there.
+fn restrict_oom_score_adj() -> &'static str {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_RESOURCE: u32 = 24;
+    if effective & (1 << CAP_SYS_RESOURCE) == 0 {
+        "restrict_oom_score_adj = true"
+    } else {
+        ""
+    }
+}
+
+/// The node's CNI network: a bridge and a /24 of its own, so that nodes of tests running at
+/// once do not share addresses, and removing one's bridge does not cut another's pods off.
+struct Network {
+    name: String,
+    bridge: String,
+    subnet: String,
+}
+
+impl Network {
+    fn new() -> Network {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 200 + 20;
+        Network {
+            name: format!("{TMP_PREFIX}net{n}"),
+            bridge: format!("{BRIDGE_PREFIX}{n}"),
+            subnet: format!("10.251.{n}.0/24"),
+        }
+    }
+
+    fn conflist(&self) -> String {
+        serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": self.name,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": self.bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": self.subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }],
+        })
+        .to_string()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(Path::new(CNI_IPAM_DIR).join(&self.name));
+    }
+}
+
+/// Every mounted cgroup hierarchy (`/sys/fs/cgroup` itself under cgroup v2).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    std::iter::once(root.to_path_buf())
+        .chain(
+            std::fs::read_dir(root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        )
+        .collect()
+}

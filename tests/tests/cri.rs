@@ -1,0 +1,368 @@
+//! The CRI suite: pods through containerd's CRI plugin with a kwasi runtime handler, driven as
+//! kubelet drives them (RunPodSandbox, CreateContainer, StartContainer, ContainerStatus,
+//! StopContainer, StopPodSandbox, RemovePodSandbox) — the stand-in for Kubernetes on a node.
+//!
+//! Each case is a function of the handler (`wasmtime`, `wasmer`: the runtimes `kwasi install`
+//! registers); [`cri!`] makes one `#[test]` per case and handler. The pod's sandbox (pause)
+//! container and its busybox containers run on the same handler as its wasm containers: the
+//! shims run native programs as ordinary containers.
+
+use std::time::Duration;
+
+use k8s_cri::v1::ContainerState;
+use kwasi_e2e::cri::{ContainerSpec, Node, Pod, PodNetwork, BUSYBOX_IMAGE};
+use kwasi_e2e::*;
+
+/// One `#[test]` per case and handler: `mod <handler> { fn <case>() }`.
+macro_rules! cri {
+    ([$($handler:ident),* $(,)?], $cases:tt) => {
+        $( cri!(@handler $handler, $cases); )*
+    };
+    (@handler $handler:ident, [$($case:ident),* $(,)?]) => {
+        mod $handler {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(stringify!($handler));
+                }
+            )*
+        }
+    };
+}
+
+cri!(
+    [wasmtime, wasmer],
+    [
+        a_wasm_pod_writes_its_output_to_the_cri_log,
+        a_pod_runs_a_wasm_container_beside_a_busybox_container,
+        a_wasm_container_stopped_with_a_grace_period_ends_on_sigterm,
+        a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends,
+        exit_codes_reach_container_status,
+        a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace,
+        a_pod_with_three_containers_has_one_shim_process,
+    ]
+);
+
+/// Generous bounds for a container to reach a state: liveness, not timing.
+const SOON: Duration = Duration::from_secs(60);
+
+fn node() -> Node {
+    Node::start().expect("starting containerd with CRI")
+}
+
+fn probe(node: &mut Node) -> String {
+    node.wasm_image("probe.wasm").expect("importing the probe")
+}
+
+/// The container's state, exit code and reason once it has exited.
+fn exited(node: &mut Node, id: &str) -> (i32, String) {
+    let (status, _) = node
+        .wait_for_state(id, ContainerState::ContainerExited, SOON)
+        .unwrap();
+    (status.exit_code, status.reason)
+}
+
+/// Waits until the container runs and returns its pid.
+fn running(node: &mut Node, id: &str) -> i32 {
+    node.wait_for_state(id, ContainerState::ContainerRunning, SOON)
+        .unwrap()
+        .1
+}
+
+/// Waits until the container's CRI log holds `text`.
+fn wait_for_log(node: &Node, pod: &Pod, name: &str, text: &str) -> String {
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        let log = node.log(pod, name).unwrap_or_default();
+        if log.contains(text) || std::time::Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Creates and starts each `(name, image, args)` in `pod`, and returns their ids and pids once
+/// they run.
+fn start_all(
+    node: &mut Node,
+    pod: &Pod,
+    containers: &[(&str, &str, &[&str])],
+) -> Vec<(String, i32)> {
+    containers
+        .iter()
+        .map(|&(name, image, args)| {
+            let spec = ContainerSpec {
+                name,
+                image,
+                args,
+                ..Default::default()
+            };
+            let id = node.run_container(pod, &spec).unwrap();
+            let pid = running(node, &id);
+            (id, pid)
+        })
+        .collect()
+}
+
+fn remove(node: &mut Node, pod: &Pod) {
+    node.stop_pod(pod).unwrap();
+    node.remove_pod(pod).unwrap();
+}
+
+fn a_wasm_pod_writes_its_output_to_the_cri_log(handler: &str) {
+    let mut node = node();
+    let image = probe(&mut node);
+    let pod = node.run_pod("hello", handler, PodNetwork::Cni).unwrap();
+    let spec = ContainerSpec {
+        name: "hello",
+        image: &image,
+        args: &["hello"],
+        ..Default::default()
+    };
+    let id = node.run_container(&pod, &spec).unwrap();
+    assert_eq!(exited(&mut node, &id), (0, "Completed".to_string()));
+    let log = node.log(&pod, "hello").unwrap();
+    assert!(log.contains("hello from wasm\n"), "{log:?}");
+    assert!(log.contains("hello on stderr\n"), "{log:?}");
+    remove(&mut node, &pod);
+}
+
+fn a_pod_runs_a_wasm_container_beside_a_busybox_container(handler: &str) {
+    let mut node = node();
+    let image = probe(&mut node);
+    let pod = node.run_pod("mixed", handler, PodNetwork::Cni).unwrap();
+    let wasm = node
+        .run_container(
+            &pod,
+            &ContainerSpec {
+                name: "wasm",
+                image: &image,
+                args: &["sleep"],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let busybox = node
+        .run_container(
+            &pod,
+            &ContainerSpec {
+                name: "busybox",
+                image: BUSYBOX_IMAGE,
+                args: &[
+                    "-c",
+                    "echo from busybox in $(cat /etc/hostname); exec sleep 3600",
+                ],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let wasm_pid = running(&mut node, &wasm);
+    let busybox_pid = running(&mut node, &busybox);
+    let sandbox = node.pod_status(&pod).unwrap();
+    assert!(!sandbox.ip.is_empty(), "the pod has no IP: {sandbox:?}");
+    for kind in ["net", "ipc", "uts"] {
+        let pause = namespace_of(sandbox.pid, kind).unwrap();
+        assert_eq!(namespace_of(wasm_pid, kind).unwrap(), pause, "{kind}");
+        assert_eq!(namespace_of(busybox_pid, kind).unwrap(), pause, "{kind}");
+    }
+    let log = wait_for_log(&node, &pod, "busybox", "from busybox");
+    assert_eq!(log, "from busybox in mixed\n");
+    assert_eq!(wait_for_log(&node, &pod, "wasm", "sleeping"), "sleeping\n");
+    remove(&mut node, &pod);
+}
+
+/// Runs `command` + `args` of the probe image (`wasm`) or of busybox in a new pod, stops it
+/// with a grace period of `grace` seconds once it runs, and returns its exit code and reason.
+fn stopped_with_grace(
+    handler: &str,
+    wasm: bool,
+    command: &[&str],
+    args: &[&str],
+    grace: i64,
+) -> (i32, String) {
+    let mut node = node();
+    let image = if wasm {
+        probe(&mut node)
+    } else {
+        BUSYBOX_IMAGE.to_string()
+    };
+    let pod = node.run_pod("graceful", handler, PodNetwork::Cni).unwrap();
+    let spec = ContainerSpec {
+        name: "stopped",
+        image: &image,
+        command,
+        args,
+        ..Default::default()
+    };
+    let id = node.run_container(&pod, &spec).unwrap();
+    running(&mut node, &id);
+    node.stop_container(&id, grace).unwrap();
+    let ended = exited(&mut node, &id);
+    remove(&mut node, &pod);
+    ended
+}
+
+fn a_wasm_container_stopped_with_a_grace_period_ends_on_sigterm(handler: &str) {
+    // SIGTERM, then SIGKILL after 30 s: 143 says SIGTERM ended it, 137 would say SIGKILL did.
+    let ended = stopped_with_grace(handler, true, &[], &["sleep"], 30);
+    assert_eq!(ended, (143, "Error".to_string()));
+}
+
+fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends(handler: &str) {
+    // PID 1 of its PID namespace without a handler: the kernel drops SIGTERM.
+    let ended = stopped_with_grace(handler, false, &["/bin/sleep"], &["3600"], 2);
+    assert_eq!(ended, (137, "Error".to_string()));
+}
+
+fn exit_codes_reach_container_status(handler: &str) {
+    let mut node = node();
+    let image = probe(&mut node);
+    let pod = node.run_pod("codes", handler, PodNetwork::Cni).unwrap();
+    /// A container's name, image and args, and the exit code and reason expected.
+    type Case<'a> = (&'a str, &'a str, &'a [&'a str], (i32, &'a str));
+    let cases: [Case; 4] = [
+        ("zero", &image, &["exit", "0"], (0, "Completed")),
+        ("three", &image, &["exit", "3"], (3, "Error")),
+        ("trap", &image, &["trap"], (134, "Error")),
+        ("native", BUSYBOX_IMAGE, &["-c", "exit 5"], (5, "Error")),
+    ];
+    for (name, image, args, (code, reason)) in cases {
+        let spec = ContainerSpec {
+            name,
+            image,
+            args,
+            ..Default::default()
+        };
+        let id = node.run_container(&pod, &spec).unwrap();
+        assert_eq!(exited(&mut node, &id), (code, reason.to_string()), "{name}");
+    }
+    remove(&mut node, &pod);
+}
+
+fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(handler: &str) {
+    let mut node = node();
+    let image = probe(&mut node);
+    let pod = node.run_pod("tidy", handler, PodNetwork::Cni).unwrap();
+    let mut ids = vec![pod.id.clone()];
+    let started = start_all(
+        &mut node,
+        &pod,
+        &[
+            ("wasm", &image, &["sleep"]),
+            ("busybox", BUSYBOX_IMAGE, &["-c", "exec sleep 3600"]),
+        ],
+    );
+    ids.extend(started.into_iter().map(|(id, _)| id));
+    let netns = node.pod_status(&pod).unwrap().netns;
+    assert!(
+        std::path::Path::new(&netns).exists(),
+        "the pod has no network namespace: {netns:?}"
+    );
+    assert!(!pod.cgroup_dirs().is_empty(), "the pod has no cgroup");
+    assert!(!node.shims().is_empty());
+
+    // As kubelet: the containers with their grace period, then the pod.
+    for id in &ids[1..] {
+        node.stop_container(id, 5).unwrap();
+    }
+    node.stop_pod(&pod).unwrap();
+    node.remove_pod(&pod).unwrap(); // fails while a container's cgroup is left in the pod's
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let mut left: Vec<String> = node
+            .shims()
+            .into_iter()
+            .map(|(pid, cmd)| format!("shim {pid}: {cmd}"))
+            .collect();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for id in &ids {
+            left.extend(
+                mountinfo
+                    .lines()
+                    .filter(|l| l.contains(id.as_str()))
+                    .map(|l| format!("mount: {l}")),
+            );
+            let state = std::path::Path::new("/run/kwasi/k8s.io").join(id);
+            if state.exists() {
+                left.push(format!("sandbox state {}", state.display()));
+            }
+        }
+        if std::path::Path::new(&netns).exists() {
+            left.push(format!("network namespace {netns}"));
+        }
+        left.extend(
+            pod.cgroup_dirs()
+                .into_iter()
+                .map(|d| format!("cgroup {}", d.display())),
+        );
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(left.is_empty(), "the pod left behind: {left:#?}");
+}
+
+fn a_pod_with_three_containers_has_one_shim_process(handler: &str) {
+    let mut node = node();
+    let image = probe(&mut node);
+    let pod = node.run_pod("three", handler, PodNetwork::Cni).unwrap();
+    let mut pids = vec![node.pod_status(&pod).unwrap().pid];
+    let started = start_all(
+        &mut node,
+        &pod,
+        &[
+            ("first", &image, &["sleep"]),
+            ("second", &image, &["sleep"]),
+            ("sidecar", BUSYBOX_IMAGE, &["-c", "exec sleep 3600"]),
+        ],
+    );
+    pids.extend(started.into_iter().map(|(_, pid)| pid));
+    let shims = node.shims();
+    assert_eq!(shims.len(), 1, "{shims:#?}");
+    let shim = shims[0].0;
+    for pid in pids {
+        assert_eq!(
+            parent_of(pid),
+            shim,
+            "process {pid} is not a child of the pod's shim"
+        );
+    }
+    // A second pod gets a shim of its own.
+    let other = node.run_pod("other", handler, PodNetwork::Cni).unwrap();
+    assert_eq!(node.shims().len(), 2);
+    remove(&mut node, &other);
+    remove(&mut node, &pod);
+}
+
+/// The parent pid of `pid`.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // `pid (comm) state ppid ...`: comm may hold spaces, so split after its closing bracket.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_http_wasm_pod_answers_on_its_pod_ip() {
+    let mut node = node();
+    let image = node.wasm_image("http.wasm").unwrap();
+    let pod = node.run_pod("web", "wasmtime", PodNetwork::Cni).unwrap();
+    let spec = ContainerSpec {
+        name: "web",
+        image: &image,
+        ..Default::default()
+    };
+    let id = node.run_container(&pod, &spec).unwrap();
+    running(&mut node, &id);
+    let ip = node.pod_status(&pod).unwrap().ip;
+    let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+    http::wait_listening(addr, SOON).unwrap();
+    let (status, body) = http::get(&http::client(), addr, "/").unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello from kwasi\n"));
+    // The server drains and exits 0 on SIGTERM, well inside its grace period.
+    node.stop_container(&id, 30).unwrap();
+    assert_eq!(exited(&mut node, &id), (0, "Completed".to_string()));
+    remove(&mut node, &pod);
+}
