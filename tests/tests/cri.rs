@@ -40,6 +40,7 @@ cri!(
         exit_codes_reach_container_status,
         a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace,
         a_pod_with_three_containers_has_one_shim_process,
+        a_container_with_a_missing_module_fails_to_start_with_its_reason,
     ]
 );
 
@@ -365,4 +366,39 @@ fn an_http_wasm_pod_answers_on_its_pod_ip() {
     node.stop_container(&id, 30).unwrap();
     assert_eq!(exited(&mut node, &id), (0, "Completed".to_string()));
     remove(&mut node, &pod);
+}
+
+fn a_container_with_a_missing_module_fails_to_start_with_its_reason(handler: &str) {
+    let mut node = node();
+    let image = probe(&mut node);
+    let pod = node.run_pod("bad", handler, PodNetwork::Cni).unwrap();
+    let spec = ContainerSpec {
+        name: "bad",
+        image: &image,
+        command: &["/nope.wasm"],
+        ..Default::default()
+    };
+    let id = node.create_container(&pod, &spec).unwrap();
+    let err = node.start_container(&id).unwrap_err().to_string();
+    let reason = err.lines().next().unwrap_or_default();
+    assert!(
+        reason.contains("entrypoint /nope.wasm: no such file in the container"),
+        "{err}"
+    );
+    let (status, _) = node.container_status(&id).unwrap();
+    assert!(
+        status.message.contains("/nope.wasm"),
+        "ContainerStatus does not say why: {status:?}"
+    );
+    // The pod is unharmed: its next container runs.
+    let spec = ContainerSpec {
+        name: "good",
+        image: &image,
+        args: &["exit", "0"],
+        ..Default::default()
+    };
+    let good = node.run_container(&pod, &spec).unwrap();
+    assert_eq!(exited(&mut node, &good), (0, "Completed".to_string()));
+    remove(&mut node, &pod);
+    assert!(node.shims().is_empty(), "{:#?}", node.shims());
 }

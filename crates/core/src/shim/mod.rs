@@ -3,6 +3,7 @@
 //! server), or as the server itself (`serve`). containerd-shim parses the flags and the
 //! start protocol; this module says what kwasi does at each step.
 
+mod libcontainer_log;
 mod serve;
 
 use std::io::Write;

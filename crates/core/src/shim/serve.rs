@@ -89,6 +89,7 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
     }
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| anyhow!("setting up the shim log: {e}"))?;
+    super::libcontainer_log::forward_to_log();
 
     let socket_path = flags.socket.trim_start_matches("unix://").to_string();
     if already_served(&flags.socket) {
