@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kwasi_e2e::cri::{ContainerSpec, ContainerState, Node, PodNetwork, BUSYBOX_IMAGE};
+use kwasi_e2e::cri::{ContainerSpec, ContainerState, Node, BUSYBOX_IMAGE};
 use kwasi_e2e::Shim;
 use measure::{median, ms};
 
@@ -41,7 +41,7 @@ fn main() -> Result<()> {
     for round in 0..=rounds {
         for (i, (handler, image, args)) in handlers.iter().enumerate() {
             let t0 = Instant::now();
-            let pod = node.run_pod("bench", handler, PodNetwork::Cni)?;
+            let pod = node.run_pod("bench", handler)?;
             let spec = ContainerSpec {
                 name: "bench",
                 image,

@@ -15,11 +15,11 @@ use containerd_client::tonic::transport::Channel;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 
 /// The CRI states of a container, as [`Node::container_status`] reports them.
@@ -44,15 +44,6 @@ pub const BRIDGE_PREFIX: &str = "kwasi";
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Where the host-local IPAM plugin keeps its address book, one directory per network.
 const CNI_IPAM_DIR: &str = "/var/lib/cni/networks";
-
-/// How the pods of a test reach the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodNetwork {
-    /// Their own network namespace on the node's CNI bridge.
-    Cni,
-    /// The node's network namespace.
-    Host,
-}
 
 /// A pod as the test made it: its sandbox id and the config every later call repeats.
 #[derive(Debug, Clone)]
@@ -97,8 +88,6 @@ pub struct ContainerSpec<'a> {
     pub command: &'a [&'a str],
     /// Replaces the image's command.
     pub args: &'a [&'a str],
-    /// Environment variables, `KEY=VALUE`.
-    pub env: &'a [&'a str],
 }
 
 /// Makes CRI call `method` with `request` and returns its response; on failure, the error
@@ -188,8 +177,9 @@ impl Node {
         Ok(image)
     }
 
-    /// RunPodSandbox with `handler` as its runtime handler.
-    pub fn run_pod(&mut self, name: &str, handler: &str, network: PodNetwork) -> Result<Pod> {
+    /// RunPodSandbox with `handler` as its runtime handler, in a network namespace of its own
+    /// on the node's CNI bridge.
+    pub fn run_pod(&mut self, name: &str, handler: &str) -> Result<Pod> {
         let uid = crate::unique_id(name);
         let log_directory = self.containerd.dir().join("pods").join(&uid);
         std::fs::create_dir_all(&log_directory)?;
@@ -208,15 +198,11 @@ impl Node {
                 ..Default::default()
             },
         };
-        let mode = match network {
-            PodNetwork::Cni => NamespaceMode::Pod,
-            PodNetwork::Host => NamespaceMode::Node,
-        };
         pod.config.linux = Some(LinuxPodSandboxConfig {
             cgroup_parent: pod.cgroup_parent(),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
-                    network: mode as i32,
+                    network: NamespaceMode::Pod as i32,
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
@@ -252,17 +238,6 @@ impl Node {
             }),
             command: spec.command.iter().map(|s| s.to_string()).collect(),
             args: spec.args.iter().map(|s| s.to_string()).collect(),
-            envs: spec
-                .env
-                .iter()
-                .map(|kv| {
-                    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-                    KeyValue {
-                        key: key.to_string(),
-                        value: value.to_string(),
-                    }
-                })
-                .collect(),
             log_path: format!("{}.log", spec.name),
             // As kubelet: the pod's namespace choices, repeated for each container.
             linux: Some(LinuxContainerConfig {
@@ -370,21 +345,8 @@ impl Node {
         Ok(())
     }
 
-    /// RemoveContainer.
-    pub fn remove_container(&mut self, id: &str) -> Result<()> {
-        call!(
-            self,
-            remove_container,
-            RemoveContainerRequest {
-                container_id: id.to_string(),
-            },
-            format!("RemoveContainer {id}")
-        )?;
-        Ok(())
-    }
-
     /// PodSandboxStatus (verbose): the pod's IP, its sandbox pid and its network namespace
-    /// path (empty for a host-network pod).
+    /// path.
     pub fn pod_status(&mut self, pod: &Pod) -> Result<PodInfo> {
         let response = call!(
             self,
@@ -534,11 +496,11 @@ impl Drop for Node {
 /// What PodSandboxStatus tells of a running pod.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
-    /// Its IP on the CNI network (empty with the host's network).
+    /// Its IP on the CNI network.
     pub ip: String,
     /// The sandbox (pause) process.
     pub pid: i32,
-    /// Its network namespace (empty with the host's network).
+    /// Its network namespace.
     pub netns: String,
 }
 

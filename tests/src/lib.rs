@@ -185,6 +185,12 @@ state = "{state}"
     )
 }
 
+/// A PATH for containerd: `first`, then this process's PATH.
+fn path_after(first: &Path) -> String {
+    let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    format!("{}:{rest}", first.display())
+}
+
 impl Containerd {
     /// Starts containerd with its root, state and sockets in a new temp dir, the CRI plugin
     /// off, and `bin_dir()` first on its PATH.
@@ -196,11 +202,7 @@ impl Containerd {
             "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
         );
         std::fs::write(dir.path().join("config.toml"), config)?;
-        let path = format!(
-            "{}:{}",
-            bin_dir().canonicalize()?.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        );
+        let path = path_after(&bin_dir().canonicalize()?);
         Self::launch(dir, NAMESPACE, &path)
     }
 
@@ -228,11 +230,7 @@ impl Containerd {
         if !out.status.success() {
             bail!("kwasi install: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let path = format!(
-            "{}:{}",
-            dir.path().join("path").display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        );
+        let path = path_after(&dir.path().join("path"));
         Self::launch(dir, cri::NAMESPACE, &path)
     }
 
@@ -319,11 +317,6 @@ impl Containerd {
     /// The directory holding everything of this containerd.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// The containerd namespace `ctr` works in: [`NAMESPACE`], or `k8s.io` with CRI on.
-    pub fn namespace(&self) -> &'static str {
-        self.namespace
     }
 
     /// A `ctr` command against this containerd, in its namespace.

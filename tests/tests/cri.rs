@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use k8s_cri::v1::ContainerState;
-use kwasi_e2e::cri::{ContainerSpec, Node, Pod, PodNetwork, BUSYBOX_IMAGE};
+use kwasi_e2e::cri::{ContainerSpec, Node, Pod, BUSYBOX_IMAGE};
 use kwasi_e2e::*;
 
 /// One `#[test]` per case and handler: `mod <handler> { fn <case>() }`.
@@ -113,7 +113,7 @@ fn remove(node: &mut Node, pod: &Pod) {
 fn a_wasm_pod_writes_its_output_to_the_cri_log(handler: &str) {
     let mut node = node();
     let image = probe(&mut node);
-    let pod = node.run_pod("hello", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("hello", handler).unwrap();
     let spec = ContainerSpec {
         name: "hello",
         image: &image,
@@ -131,7 +131,7 @@ fn a_wasm_pod_writes_its_output_to_the_cri_log(handler: &str) {
 fn a_pod_runs_a_wasm_container_beside_a_busybox_container(handler: &str) {
     let mut node = node();
     let image = probe(&mut node);
-    let pod = node.run_pod("mixed", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("mixed", handler).unwrap();
     let wasm = node
         .run_container(
             &pod,
@@ -187,13 +187,12 @@ fn stopped_with_grace(
     } else {
         BUSYBOX_IMAGE.to_string()
     };
-    let pod = node.run_pod("graceful", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("graceful", handler).unwrap();
     let spec = ContainerSpec {
         name: "stopped",
         image: &image,
         command,
         args,
-        ..Default::default()
     };
     let id = node.run_container(&pod, &spec).unwrap();
     running(&mut node, &id);
@@ -218,7 +217,7 @@ fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends(handler: &s
 fn exit_codes_reach_container_status(handler: &str) {
     let mut node = node();
     let image = probe(&mut node);
-    let pod = node.run_pod("codes", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("codes", handler).unwrap();
     /// A container's name, image and args, and the exit code and reason expected.
     type Case<'a> = (&'a str, &'a str, &'a [&'a str], (i32, &'a str));
     let cases: [Case; 4] = [
@@ -243,7 +242,7 @@ fn exit_codes_reach_container_status(handler: &str) {
 fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(handler: &str) {
     let mut node = node();
     let image = probe(&mut node);
-    let pod = node.run_pod("tidy", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("tidy", handler).unwrap();
     let mut ids = vec![pod.id.clone()];
     let started = start_all(
         &mut node,
@@ -308,7 +307,7 @@ fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(handler: &str)
 fn a_pod_with_three_containers_has_one_shim_process(handler: &str) {
     let mut node = node();
     let image = probe(&mut node);
-    let pod = node.run_pod("three", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("three", handler).unwrap();
     let mut pids = vec![node.pod_status(&pod).unwrap().pid];
     let started = start_all(
         &mut node,
@@ -331,7 +330,7 @@ fn a_pod_with_three_containers_has_one_shim_process(handler: &str) {
         );
     }
     // A second pod gets a shim of its own.
-    let other = node.run_pod("other", handler, PodNetwork::Cni).unwrap();
+    let other = node.run_pod("other", handler).unwrap();
     assert_eq!(node.shims().len(), 2);
     remove(&mut node, &other);
     remove(&mut node, &pod);
@@ -349,7 +348,7 @@ fn parent_of(pid: i32) -> i32 {
 fn an_http_wasm_pod_answers_on_its_pod_ip() {
     let mut node = node();
     let image = node.wasm_image("http.wasm").unwrap();
-    let pod = node.run_pod("web", "wasmtime", PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("web", "wasmtime").unwrap();
     let spec = ContainerSpec {
         name: "web",
         image: &image,
@@ -371,7 +370,7 @@ fn an_http_wasm_pod_answers_on_its_pod_ip() {
 fn a_container_with_a_missing_module_fails_to_start_with_its_reason(handler: &str) {
     let mut node = node();
     let image = probe(&mut node);
-    let pod = node.run_pod("bad", handler, PodNetwork::Cni).unwrap();
+    let pod = node.run_pod("bad", handler).unwrap();
     let spec = ContainerSpec {
         name: "bad",
         image: &image,

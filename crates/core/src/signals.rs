@@ -42,6 +42,14 @@ pub(crate) fn exit_on_termination_signals() {
         for &sig in TERMINATING {
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
+    }
+    unblock_all_signals();
+}
+
+/// Unblocks every signal in the calling thread.
+fn unblock_all_signals() {
+    // SAFETY: sigemptyset and pthread_sigmask on a local set.
+    unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -53,13 +61,11 @@ pub(crate) fn exit_on_termination_signals() {
 /// `exec`) and SIGPIPE at its default action (Rust's runtime ignores it, which also survives
 /// `exec`). Handlers need no reset: `exec` resets them.
 pub(crate) fn restore_for_exec() {
-    // SAFETY: plain signal/sigprocmask calls.
+    // SAFETY: setting a signal's disposition to its default.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
+    unblock_all_signals();
 }
 
 /// Where [`notify_termination`] signals SIGTERM and SIGINT: an eventfd, or -1.
