@@ -26,7 +26,7 @@ use k8s_cri::v1::{
 pub use k8s_cri::v1::ContainerState;
 
 use crate::layout::{write_busybox_image, write_linux_image, Entry};
-use crate::{guests_dir, Containerd, TMP_PREFIX};
+use crate::{cgroup_hierarchies, guests_dir, Containerd, TMP_PREFIX};
 
 /// The containerd namespace of CRI's containers and images.
 pub const NAMESPACE: &str = "k8s.io";
@@ -69,12 +69,17 @@ impl Pod {
 
     /// The pod's cgroup directories, in every mounted hierarchy that has one.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        cgroup_hierarchies()
-            .into_iter()
-            .map(|h| h.join(CGROUP_ROOT).join(format!("pod{}", self.uid)))
-            .filter(|d| d.exists())
-            .collect()
+        pod_cgroup_dirs(&self.uid)
     }
+}
+
+/// The cgroup directories of the pod with `uid`, in every mounted hierarchy that has one.
+fn pod_cgroup_dirs(uid: &str) -> Vec<PathBuf> {
+    cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join(CGROUP_ROOT).join(format!("pod{uid}")))
+        .filter(|d| d.exists())
+        .collect()
 }
 
 /// A container to create in a pod.
@@ -477,9 +482,8 @@ impl Node {
             let _ = self.stop_pod_id(&pod.id);
             let _ = self.remove_pod_id(&pod.id);
             if let Some(uid) = pod.metadata.map(|m| m.uid) {
-                for hierarchy in cgroup_hierarchies() {
-                    let _ =
-                        std::fs::remove_dir(hierarchy.join(CGROUP_ROOT).join(format!("pod{uid}")));
+                for dir in pod_cgroup_dirs(&uid) {
+                    let _ = std::fs::remove_dir(dir);
                 }
             }
         }
@@ -604,19 +608,4 @@ impl Drop for Network {
             .status();
         let _ = std::fs::remove_dir_all(Path::new(CNI_IPAM_DIR).join(&self.name));
     }
-}
-
-/// Every mounted cgroup hierarchy (`/sys/fs/cgroup` itself under cgroup v2).
-pub fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    std::iter::once(root.to_path_buf())
-        .chain(
-            std::fs::read_dir(root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir()),
-        )
-        .collect()
 }

@@ -704,22 +704,26 @@ pub fn processes() -> Vec<(i32, String)> {
 /// The cgroup directories of container `id` (containerd's path is `/<namespace>/<id>`), in
 /// every mounted hierarchy.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
+    cgroup_hierarchies()
+        .into_iter()
+        .map(|hierarchy| hierarchy.join(NAMESPACE).join(id))
+        .filter(|dir| dir.exists())
+        .collect()
+}
+
+/// Every mounted cgroup hierarchy (`/sys/fs/cgroup` itself under cgroup v2).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
-    let candidates = std::iter::once(root.to_path_buf()).chain(
-        std::fs::read_dir(root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path()),
-    );
-    for hierarchy in candidates {
-        let dir = hierarchy.join(NAMESPACE).join(id);
-        if dir.exists() {
-            found.push(dir);
-        }
-    }
-    found
+    std::iter::once(root.to_path_buf())
+        .chain(
+            std::fs::read_dir(root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        )
+        .collect()
 }
 
 /// Unmounts (lazily) every mount point below `dir`, deepest first.

@@ -283,10 +283,8 @@ fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(handler: &str)
                     .filter(|l| l.contains(id.as_str()))
                     .map(|l| format!("mount: {l}")),
             );
-            let state = std::path::Path::new("/run/kwasi/k8s.io").join(id);
-            if state.exists() {
-                left.push(format!("sandbox state {}", state.display()));
-            }
+            // Its sandbox state, and its containerd container, task and snapshot.
+            left.extend(node.containerd.leftovers(id));
         }
         if std::path::Path::new(&netns).exists() {
             left.push(format!("network namespace {netns}"));

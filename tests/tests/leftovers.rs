@@ -19,33 +19,11 @@ fn nothing_the_suite_started_is_left_running_or_mounted() {
         .collect();
     assert!(mounted.is_empty(), "still mounted: {mounted:#?}");
 
-    let mut cgroups = Vec::new();
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let ns = hierarchy.path().join(NAMESPACE);
-        for entry in std::fs::read_dir(&ns).into_iter().flatten().flatten() {
-            if entry.path().is_dir() {
-                cgroups.push(entry.path());
-            }
-        }
-        // The namespace-level parent is runtime-independent (runc leaves it too): tidy it.
-        let _ = std::fs::remove_dir(&ns);
-    }
+    let cgroups = cgroups_left_below(NAMESPACE);
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:#?}");
 
     // The CRI suite's pods: their cgroups, and its CNI networks' address books and bridges.
-    let mut pods = Vec::new();
-    for hierarchy in kwasi_e2e::cri::cgroup_hierarchies() {
-        let root = hierarchy.join(kwasi_e2e::cri::CGROUP_ROOT);
-        pods.extend(
-            std::fs::read_dir(&root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir()),
-        );
-        let _ = std::fs::remove_dir(&root);
-    }
+    let pods = cgroups_left_below(kwasi_e2e::cri::CGROUP_ROOT);
     assert!(pods.is_empty(), "pod cgroups left: {pods:#?}");
     let networks: Vec<_> = std::fs::read_dir("/var/lib/cni/networks")
         .into_iter()
@@ -72,4 +50,23 @@ fn nothing_the_suite_started_is_left_running_or_mounted() {
         .collect();
     assert!(state.is_empty(), "sandbox state left: {state:#?}");
     let _ = std::fs::remove_dir(format!("/run/kwasi/{NAMESPACE}"));
+}
+
+/// The cgroups still below `<hierarchy>/<parent>` in every hierarchy; then removes the parent
+/// itself where it is empty (it is runtime-independent: runc leaves it too).
+fn cgroups_left_below(parent: &str) -> Vec<std::path::PathBuf> {
+    let mut left = Vec::new();
+    for hierarchy in cgroup_hierarchies() {
+        let dir = hierarchy.join(parent);
+        left.extend(
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir()),
+        );
+        let _ = std::fs::remove_dir(&dir);
+    }
+    left
 }
