@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# The whole test suite: build the shims, run unit tests and the conformance suite against
-# every built shim, then check that the suite left nothing behind. Needs root and the packages
-# the README lists.
+# The whole test suite: build (or reuse) the real node's components, build the shims and every
+# test binary once, run the unit tests, the conformance suite as a matrix of (containerd 1.6 and
+# 2.x, every built shim), the CRI suite on both, then check that nothing was left behind.
+# Needs root and the packages the README lists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The default build: the wasmtime and wasmer shims and the kwasi tool.
-cargo build --release --all-targets
-cargo test --release
+step() { echo "=== $* ($((SECONDS / 60)) min $((SECONDS % 60)) s)"; }
+
+# containerd 2.x, runc, crictl, critest, kine and Kubernetes, from the Go module proxy, cached
+# by version outside the clone.
+step "the real node's components"
+KWASI_NODE_BIN=$(bash tests/node/build.sh | tail -n 1)
+export KWASI_NODE_BIN
+
+# One build, in the `quick` profile (release optimisations, no LTO): the wasmtime and wasmer
+# shims, the kwasi tool and every test binary.
+step "build"
+cargo build --profile quick --all-targets
+
+step "unit tests"
+cargo test --profile quick --workspace --exclude kwasi-e2e
+cargo test --profile quick -p kwasi-e2e --lib
 
 # WasmEdge links libwasmedge 0.17, which the package registries do not carry. Always
-# type-check its engine and shim (wasmedge-sys then uses its pregenerated bindings); build
-# them and run their part of the suite only where the library is installed.
-DOCS_RS=1 cargo clippy --release --target-dir target/wasmedge-check \
-    -p kwasi-engine-wasmedge -p kwasi-shim-bin --no-default-features --features wasmedge \
-    --all-targets -- -D warnings
+# type-check its engine (wasmedge-sys then uses its pregenerated bindings; the library is only
+# needed to link); build its shim and run its part of the suite only where the library is
+# installed.
+step "wasmedge"
+DOCS_RS=1 cargo build --profile quick -p kwasi-engine-wasmedge --lib
 wasmedge_lib=""
 for dir in "${WASMEDGE_LIB_DIR:-}" "${WASMEDGE_DIR:+$WASMEDGE_DIR/lib64}" \
     "${WASMEDGE_DIR:+$WASMEDGE_DIR/lib}" "$HOME/.wasmedge/lib64" "$HOME/.wasmedge/lib" \
@@ -27,12 +41,19 @@ done
 if [ -n "$wasmedge_lib" ]; then
     echo "wasmedge: found libwasmedge in $wasmedge_lib; building and testing its shim"
     export LD_LIBRARY_PATH="$wasmedge_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    cargo build --release -p kwasi-shim-bin --features wasmedge --bin containerd-shim-wasmedge-v1
-    cargo test --release -p kwasi-engine-wasmedge
-    cargo test --release -p kwasi-e2e --features wasmedge --test conformance -- wasmedge::
+    cargo build --profile quick -p kwasi-shim-bin --features wasmedge --bin containerd-shim-wasmedge-v1
+    cargo test --profile quick -p kwasi-engine-wasmedge
+    cargo test --profile quick -p kwasi-e2e --features wasmedge --test conformance -- wasmedge::
 else
     echo "wasmedge: SKIPPED its conformance suite: libwasmedge 0.17 not found" \
-        "(\$WASMEDGE_DIR, ~/.wasmedge, /usr/local); its engine and shim were type-checked only"
+        "(\$WASMEDGE_DIR, ~/.wasmedge, /usr/local); its engine was type-checked only"
 fi
 
-cargo test --release -p kwasi-e2e --test leftovers -- --ignored
+step "conformance suite"
+cargo test --profile quick -p kwasi-e2e --test conformance
+step "CRI suite"
+cargo test --profile quick -p kwasi-e2e --test cri
+
+step "leftovers"
+cargo test --profile quick -p kwasi-e2e --test leftovers -- --ignored
+step "done"

@@ -27,7 +27,7 @@ fn main() -> Result<()> {
     if shims.is_empty() {
         bail!("no shim is built: cargo build --release --workspace");
     }
-    let c = Containerd::start()?;
+    let c = Containerd::start(Release::V2)?;
     let hello = guests_dir().join("../../examples/hello/hello.wasm");
     let wasm = c.import_wasm("kwasi.bench/hello", &hello, &[])?;
     let probe = c.import_wasm("kwasi.bench/probe", &guests_dir().join("probe.wasm"), &[])?;

@@ -44,12 +44,12 @@ fn main() -> Result<()> {
         wasm.len() as f64 / 1048576.0,
         code as f64 / 1048576.0
     );
-    let c = Containerd::start()?;
+    let c = Containerd::start(Release::V2)?;
     let path = c.dir().join("large.wasm");
     std::fs::write(&path, &wasm)?;
     // containerd 1.6.20 cannot unpack an image with a wasm layer: run it as a CRI client
     // would, through the API (see kwasi_e2e::api).
-    let image = c.import_wasm_for_api("kwasi.bench/large", &path, &["--layer-type", "wasm"])?;
+    let image = c.import_wasm_layered("kwasi.bench/large", &path, &["--layer-type", "wasm"])?;
 
     for shim in &shims {
         let cache = c.cache_dir().join(shim.engine);
@@ -58,7 +58,7 @@ fn main() -> Result<()> {
         let timed = |id: String| -> Result<std::time::Duration> {
             let t = Instant::now();
             check(
-                &c.run_via_api(shim.runtime, &image, &id, &["#_start"]),
+                &c.run_layered(shim.runtime, &image, &id, &["#_start"]),
                 DONE,
             )?;
             Ok(t.elapsed())

@@ -48,7 +48,7 @@ fn main() -> Result<()> {
         .with_context(|| format!("running {}: install wasmtime-cli", wasmtime.display()))?;
     let component = guests_dir().join("http.wasm");
 
-    let c = Containerd::start()?;
+    let c = Containerd::start(Release::V2)?;
     let image = c.import_wasm("kwasi.bench/http", &component, &[])?;
     let kwasi_addr = http::free_addr();
     let listen = format!("WASMTIME_HTTP_PROXY_SOCKET_ADDR={kwasi_addr}");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::cri::{ContainerSpec, ContainerState, Node, BUSYBOX_IMAGE};
-use kwasi_e2e::Shim;
+use kwasi_e2e::{Release, Shim};
 use measure::{median, ms};
 
 #[allow(dead_code)] // the medians only: no ctr runs to check here
@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     if shims.is_empty() {
         bail!("no shim is built: cargo build --release --workspace");
     }
-    let mut node = Node::start()?;
+    let mut node = Node::start(Release::V2)?;
     let probe = node.wasm_image("probe.wasm")?;
     let mut handlers: Vec<(&str, String, Vec<&str>)> =
         vec![("runc", BUSYBOX_IMAGE.to_string(), vec!["-c", "echo hello"])];

@@ -25,8 +25,8 @@ use k8s_cri::v1::{
 /// The CRI states of a container, as [`Node::container_status`] reports them.
 pub use k8s_cri::v1::ContainerState;
 
-use crate::layout::{write_busybox_image, write_linux_image, Entry};
-use crate::{cgroup_hierarchies, guests_dir, Containerd, TMP_PREFIX};
+use crate::layout::{write_busybox_image, Entry, LinuxImage};
+use crate::{cgroup_hierarchies, guests_dir, Containerd, Release, TMP_PREFIX};
 
 /// The containerd namespace of CRI's containers and images.
 pub const NAMESPACE: &str = "k8s.io";
@@ -112,8 +112,8 @@ macro_rules! call {
 pub struct Node {
     /// The containerd (`ctr` works in [`NAMESPACE`]).
     pub containerd: Containerd,
-    /// Held for its `Drop`, which removes the bridge once containerd is stopped.
-    _network: Network,
+    /// Its `Drop` removes the bridge once containerd is stopped.
+    network: Network,
     runtime: tokio::runtime::Runtime,
     client: RuntimeServiceClient<Channel>,
     /// The wasm images imported so far, by guest file.
@@ -121,11 +121,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts containerd with CRI, a CNI network of its own and the pause image as the sandbox
-    /// image, and imports the busybox image.
-    pub fn start() -> Result<Node> {
-        let network = Network::new();
-        let containerd = Containerd::start_with_cri(|dir| cri_config(dir, &network))?;
+    /// Starts a containerd of `release` with CRI, a CNI network of its own and the pause image
+    /// as the sandbox image, and imports the busybox image.
+    pub fn start(release: Release) -> Result<Node> {
+        Node::start_on(release, Network::new(false))
+    }
+
+    /// [`Node::start`], with the pods' host ports mapped (CNI's portmap plugin: iptables rules
+    /// that only one such node at a time may own, as critest's runs do).
+    pub fn start_mapping_ports(release: Release) -> Result<Node> {
+        Node::start_on(release, Network::new(true))
+    }
+
+    fn start_on(release: Release, network: Network) -> Result<Node> {
+        let containerd =
+            Containerd::start_with_cri(release, |dir| cri_config(release, dir, &network))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -134,7 +144,7 @@ impl Node {
             .context("connecting to containerd's CRI")?;
         let mut node = Node {
             containerd,
-            _network: network,
+            network,
             runtime,
             client: RuntimeServiceClient::new(channel),
             images: HashMap::new(),
@@ -156,12 +166,13 @@ impl Node {
             bail!("gcc pause.c: {}", String::from_utf8_lossy(&out.stderr));
         }
         let pause_tar = dir.join("pause.tar");
-        write_linux_image(
-            &pause_tar,
-            PAUSE_IMAGE,
-            &[Entry::File(&pause, "/pause", 0o755)],
-            &["/pause"],
-        )?;
+        LinuxImage {
+            name: PAUSE_IMAGE,
+            entries: vec![Entry::File(&pause, "/pause", 0o755)],
+            entrypoint: &["/pause"],
+            ..Default::default()
+        }
+        .write(&pause_tar)?;
         self.containerd.import_archive(&pause_tar)?;
         let busybox_tar = dir.join("busybox.tar");
         write_busybox_image(&busybox_tar, BUSYBOX_IMAGE, &[])?;
@@ -458,6 +469,18 @@ impl Node {
             .collect()
     }
 
+    /// The addresses the node's CNI network has handed out and not taken back (host-local
+    /// keeps one file per address).
+    pub fn cni_allocations(&self) -> Vec<String> {
+        std::fs::read_dir(Path::new(CNI_IPAM_DIR).join(&self.network.name))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+
     /// The error of CRI call `call`, with the errors containerd and the shims logged.
     fn failed(&self, call: String, status: containerd_client::tonic::Status) -> anyhow::Error {
         let log = self.containerd.log();
@@ -508,9 +531,9 @@ pub struct PodInfo {
     pub netns: String,
 }
 
-/// The CRI section of the node's containerd configuration; writes the CNI configuration it
-/// names.
-fn cri_config(dir: &Path, network: &Network) -> String {
+/// The CRI sections of the node's containerd configuration, in `release`'s format; writes
+/// the CNI configuration they name.
+fn cri_config(release: Release, dir: &Path, network: &Network) -> String {
     let conf_dir = dir.join("cni");
     let written = std::fs::create_dir_all(&conf_dir)
         .and_then(|()| std::fs::write(conf_dir.join("10-kwasi.conflist"), network.conflist()));
@@ -521,8 +544,11 @@ fn cri_config(dir: &Path, network: &Network) -> String {
             conf_dir.display()
         );
     }
-    format!(
-        r#"[plugins."io.containerd.grpc.v1.cri"]
+    let conf_dir = conf_dir.display();
+    let restrict_oom = restrict_oom_score_adj();
+    match release {
+        Release::V1_6 => format!(
+            r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
@@ -536,10 +562,29 @@ fn cri_config(dir: &Path, network: &Network) -> String {
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{conf_dir}"
     max_conf_num = 1
-"#,
-        conf_dir = conf_dir.display(),
-        restrict_oom = restrict_oom_score_adj(),
-    )
+"#
+        ),
+        Release::V2 => format!(
+            r#"[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  {restrict_oom}
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{CNI_BIN_DIR}"]
+    conf_dir = "{conf_dir}"
+    max_conf_num = 1
+"#
+        ),
+    }
 }
 
 /// `restrict_oom_score_adj = true` where this process may not lower its OOM score (no
@@ -567,36 +612,83 @@ struct Network {
     name: String,
     bridge: String,
     subnet: String,
+    /// Whether pods' host ports are mapped (CNI's portmap plugin, with iptables).
+    port_mapping: bool,
 }
 
+/// The iptables chains of CNI's portmap plugin in the `nat` table, which it leaves behind.
+const PORTMAP_CHAINS: &[&str] = &[
+    "CNI-HOSTPORT-DNAT",
+    "CNI-HOSTPORT-SETMARK",
+    "CNI-HOSTPORT-MASQ",
+];
+
 impl Network {
-    fn new() -> Network {
+    fn new(port_mapping: bool) -> Network {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 200 + 20;
         Network {
             name: format!("{TMP_PREFIX}net{n}"),
             bridge: format!("{BRIDGE_PREFIX}{n}"),
             subnet: format!("10.251.{n}.0/24"),
+            port_mapping,
         }
     }
 
     fn conflist(&self) -> String {
-        serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": self.name,
-            "plugins": [{
-                "type": "bridge",
-                "bridge": self.bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": self.subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            }],
-        })
-        .to_string()
+        let mut plugins = vec![serde_json::json!({
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        })];
+        if self.port_mapping {
+            plugins.push(serde_json::json!({
+                "type": "portmap",
+                "capabilities": {"portMappings": true},
+            }));
+        }
+        serde_json::json!({"cniVersion": "0.4.0", "name": self.name, "plugins": plugins})
+            .to_string()
+    }
+
+    /// Removes what the portmap plugin leaves in the `nat` table once every pod is gone: its
+    /// chains and the rules that jump to them (only one node at a time maps ports).
+    fn remove_portmap_chains() {
+        let iptables = |args: &[&str]| {
+            std::process::Command::new("iptables")
+                .args(["-w", "-t", "nat"])
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        for parent in ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"] {
+            // `num target prot ...`: delete the jumps by number, last first.
+            let listing = iptables(&["-L", parent, "-n", "--line-numbers"]);
+            let mut jumps: Vec<u32> = listing
+                .lines()
+                .filter_map(|line| {
+                    let mut cols = line.split_whitespace();
+                    let num = cols.next()?.parse().ok()?;
+                    PORTMAP_CHAINS.contains(&cols.next()?).then_some(num)
+                })
+                .collect();
+            jumps.sort_unstable_by(|a, b| b.cmp(a));
+            for num in jumps {
+                iptables(&["-D", parent, &num.to_string()]);
+            }
+        }
+        for chain in PORTMAP_CHAINS {
+            iptables(&["-F", chain]);
+            iptables(&["-X", chain]);
+        }
     }
 }
 
@@ -607,5 +699,8 @@ impl Drop for Network {
             .stderr(std::process::Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(Path::new(CNI_IPAM_DIR).join(&self.name));
+        if self.port_mapping {
+            Network::remove_portmap_chains();
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The end-to-end harness: a private containerd (its own root, state and sockets in a temp
-//! dir, the freshly built shims first on its PATH), driven with Debian's `ctr`.
+//! dir, the freshly built shims first on its PATH), Debian's containerd 1.6 or a containerd
+//! 2.x built by `tests/node/build.sh` ([`Release`]), driven with its own `ctr`.
 //!
 //! Nothing here touches a system-wide containerd. Dropping a [`Containerd`] stops it, ends any
 //! shim it left, unmounts whatever is still mounted below its directory and removes it.
@@ -13,8 +14,11 @@ use anyhow::{bail, Context, Result};
 
 pub mod api;
 pub mod cri;
+pub mod critest;
 pub mod http;
+pub mod kube;
 pub mod layout;
+pub mod node;
 
 /// The containerd namespace every test uses.
 pub const NAMESPACE: &str = "kwasi-e2e";
@@ -23,13 +27,86 @@ pub const TMP_PREFIX: &str = "kwasi-e2e-";
 /// containerd's runtime name for runc (the baseline).
 pub const RUNC: &str = "io.containerd.runc.v2";
 
-/// A kwasi shim under test.
+/// A containerd release the suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Debian 12's containerd 1.6.20 and its `ctr` (package `containerd`, on PATH).
+    V1_6,
+    /// containerd 2.x with its `ctr`, runc and runc shim, built by `tests/node/build.sh`.
+    V2,
+}
+
+impl Release {
+    /// Both, oldest first.
+    pub const ALL: [Release; 2] = [Release::V1_6, Release::V2];
+
+    /// Where this release's binaries are, when not on PATH.
+    fn bin_dir(self) -> Result<Option<PathBuf>> {
+        match self {
+            Release::V1_6 => Ok(None),
+            Release::V2 => node::bin_dir().map(Some),
+        }
+    }
+
+    /// The `containerd` binary.
+    pub fn containerd(self) -> Result<PathBuf> {
+        self.binary("containerd")
+    }
+
+    /// Its `ctr`.
+    pub fn ctr(self) -> Result<PathBuf> {
+        self.binary("ctr")
+    }
+
+    fn binary(self, name: &str) -> Result<PathBuf> {
+        Ok(match self.bin_dir()? {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        })
+    }
+
+    /// The configuration format it reads (`version = N`): 2 for containerd 1.x, 4 for 2.3 and
+    /// later (what `containerd config default` writes; 2.0 to 2.2 wrote 3, which 2.3+
+    /// migrates at every start).
+    pub fn config_version(self) -> u32 {
+        match self {
+            Release::V1_6 => 2,
+            Release::V2 => 4,
+        }
+    }
+
+    /// The plugins that make up its CRI support.
+    fn cri_plugins(self) -> &'static [&'static str] {
+        match self {
+            Release::V1_6 => &["io.containerd.grpc.v1.cri"],
+            Release::V2 => &[
+                "io.containerd.grpc.v1.cri",
+                "io.containerd.cri.v1.runtime",
+                "io.containerd.cri.v1.images",
+                "io.containerd.podsandbox.controller.v1.podsandbox",
+            ],
+        }
+    }
+
+    /// Plugins a private containerd of this release must not load: they would use paths
+    /// shared with the machine's own containerd (2.x's NRI socket in /var/run/nri).
+    fn shared_plugins(self) -> &'static [&'static str] {
+        match self {
+            Release::V1_6 => &[],
+            Release::V2 => &["io.containerd.nri.v1.nri"],
+        }
+    }
+}
+
+/// A kwasi shim under test, and the containerd release that drives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shim {
     /// The engine's name (`wasmtime`), as the shim prefixes its messages.
     pub engine: &'static str,
     /// containerd's runtime name (`io.containerd.wasmtime.v1`).
     pub runtime: &'static str,
+    /// The containerd release it runs under.
+    pub containerd: Release,
 }
 
 impl Shim {
@@ -37,19 +114,36 @@ impl Shim {
     pub const WASMTIME: Shim = Shim {
         engine: "wasmtime",
         runtime: "io.containerd.wasmtime.v1",
+        containerd: Release::V1_6,
     };
     /// `containerd-shim-wasmer-v1`.
     pub const WASMER: Shim = Shim {
         engine: "wasmer",
         runtime: "io.containerd.wasmer.v1",
+        containerd: Release::V1_6,
     };
     /// `containerd-shim-wasmedge-v1` (built with `--features wasmedge` only).
     pub const WASMEDGE: Shim = Shim {
         engine: "wasmedge",
         runtime: "io.containerd.wasmedge.v1",
+        containerd: Release::V1_6,
     };
     /// Every shim kwasi has.
     pub const ALL: [Shim; 3] = [Shim::WASMTIME, Shim::WASMER, Shim::WASMEDGE];
+
+    /// This shim under containerd `release`.
+    pub const fn on(self, release: Release) -> Shim {
+        Shim {
+            containerd: release,
+            ..self
+        }
+    }
+
+    /// A private containerd of this shim's release, the CRI plugin off
+    /// ([`Containerd::start`]).
+    pub fn containerd(&self) -> Result<Containerd> {
+        Containerd::start(self.containerd)
+    }
 
     /// The shim's binary in [`bin_dir`].
     pub fn binary(&self) -> PathBuf {
@@ -69,7 +163,7 @@ impl Shim {
     pub fn built(&self) -> &Self {
         assert!(
             self.binary().exists(),
-            "{} is missing: build it first (cargo build --release --workspace)",
+            "{} is missing: build it first ({BUILD})",
             self.binary().display()
         );
         self
@@ -114,12 +208,22 @@ pub const DIFFERENCES: &[Difference] = &[
     },
 ];
 
-/// Where the built binaries are: `$KWASI_BIN_DIR`, or the workspace's `target/release`.
+/// How the shims and the kwasi tool are built for the tests.
+pub const BUILD: &str = "cargo build --profile quick";
+
+/// Where the built binaries are: `$KWASI_BIN_DIR`, or the target directory of the profile
+/// this test or benchmark binary was built in (`target/quick/deps/conformance-…` →
+/// `target/quick`), so that tests run the shims built with them.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KWASI_BIN_DIR") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release")
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
 }
 
 /// The test guests' directory (`tests/guests`).
@@ -163,59 +267,84 @@ impl From<Output> for CtrOutput {
 pub struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    release: Release,
     namespace: &'static str,
 }
 
-/// The settings every private containerd has: its root, state and sockets in `dir`.
-fn base_config(dir: &Path) -> String {
+/// The settings every private containerd of `release` has: its root, state, sockets and
+/// `/opt` in `dir`, and no plugin that would share a path with the machine's own containerd.
+fn base_config(release: Release, dir: &Path, disabled: &[&str]) -> String {
+    let disabled: Vec<String> = release
+        .shared_plugins()
+        .iter()
+        .chain(disabled)
+        .map(|p| format!("{p:?}"))
+        .collect();
+    let sock = dir.join("containerd.sock").display().to_string();
+    // Config version 4 (containerd 2.3+) reads the sockets from the server plugins' sections
+    // only: a `[grpc]` table there is ignored, and containerd would serve on
+    // /run/containerd/containerd.sock.
+    let sockets = match release {
+        Release::V1_6 => {
+            format!("[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n")
+        }
+        Release::V2 => format!(
+            "[plugins.\"io.containerd.server.v1.grpc\"]\n  address = \"{sock}\"\n\
+             [plugins.\"io.containerd.server.v1.ttrpc\"]\n  address = \"{sock}.ttrpc\"\n"
+        ),
+    };
     format!(
-        r#"version = 2
+        r#"version = {version}
 root = "{root}"
 state = "{state}"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
+disabled_plugins = [{disabled}]
 [debug]
   level = "info"
-"#,
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+{sockets}"#,
+        version = release.config_version(),
         root = dir.join("root").display(),
         state = dir.join("state").display(),
-        sock = dir.join("containerd.sock").display(),
+        opt = dir.join("opt").display(),
+        disabled = disabled.join(", "),
     )
 }
 
-/// A PATH for containerd: `first`, then this process's PATH.
-fn path_after(first: &Path) -> String {
+/// A PATH for a containerd of `release`: `first`, then the release's own binaries (2.x's
+/// runc and runc shim), then this process's PATH.
+fn path_for(release: Release, first: &Path) -> Result<String> {
     let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    format!("{}:{rest}", first.display())
+    Ok(match release.bin_dir()? {
+        Some(own) => format!("{}:{}:{rest}", first.display(), own.display()),
+        None => format!("{}:{rest}", first.display()),
+    })
 }
 
 impl Containerd {
-    /// Starts containerd with its root, state and sockets in a new temp dir, the CRI plugin
-    /// off, and `bin_dir()` first on its PATH.
-    pub fn start() -> Result<Containerd> {
+    /// Starts a containerd of `release` with its root, state and sockets in a new temp dir,
+    /// the CRI plugin off, and `bin_dir()` first on its PATH.
+    pub fn start(release: Release) -> Result<Containerd> {
         let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
-        let mut config = base_config(dir.path());
-        config.insert_str(
-            config.find("[grpc]").unwrap_or(0),
-            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
-        );
+        let config = base_config(release, dir.path(), release.cri_plugins());
         std::fs::write(dir.path().join("config.toml"), config)?;
-        let path = path_after(&bin_dir().canonicalize()?);
-        Self::launch(dir, NAMESPACE, &path)
+        let path = path_for(release, &bin_dir().canonicalize()?)?;
+        Self::launch(release, dir, NAMESPACE, &path)
     }
 
-    /// Starts containerd with its CRI plugin on, configured by `cri_config` (the plugin's
-    /// section, given the temp dir), and kwasi's shims installed by `kwasi install`: copied to
-    /// `<dir>/kwasi-bin`, registered in the configuration, and linked into `<dir>/path`, which
-    /// stands for `/usr/local/bin` as the first directory on containerd's PATH (containerd
-    /// 1.6.20 finds a pod's shim there, not at its `runtime_path`). `ctr` then works in CRI's
-    /// namespace, `k8s.io`.
-    pub fn start_with_cri(cri_config: impl FnOnce(&Path) -> String) -> Result<Containerd> {
+    /// Starts a containerd of `release` with its CRI plugin on, configured by `cri_config`
+    /// (the plugin's sections, given the temp dir), and kwasi's shims installed by `kwasi
+    /// install`: copied to `<dir>/kwasi-bin`, registered in the configuration, and linked into
+    /// `<dir>/path`, which stands for `/usr/local/bin` as the first directory on containerd's
+    /// PATH (containerd 1.6.20 finds a pod's shim there, not at its `runtime_path`). `ctr`
+    /// then works in CRI's namespace, `k8s.io`.
+    pub fn start_with_cri(
+        release: Release,
+        cri_config: impl FnOnce(&Path) -> String,
+    ) -> Result<Containerd> {
         let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
         let config_path = dir.path().join("config.toml");
-        let config = base_config(dir.path()) + &cri_config(dir.path());
+        let config = base_config(release, dir.path(), &[]) + &cri_config(dir.path());
         std::fs::write(&config_path, config)?;
         let out = Command::new(bin_dir().join("kwasi"))
             .arg("install")
@@ -230,23 +359,25 @@ impl Containerd {
         if !out.status.success() {
             bail!("kwasi install: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let path = path_after(&dir.path().join("path"));
-        Self::launch(dir, cri::NAMESPACE, &path)
+        let path = path_for(release, &dir.path().join("path"))?;
+        Self::launch(release, dir, cri::NAMESPACE, &path)
     }
 
     /// Runs containerd on `<dir>/config.toml` with `path` as its PATH, and waits until it
     /// answers.
-    fn launch(dir: tempfile::TempDir, namespace: &'static str, path: &str) -> Result<Containerd> {
+    fn launch(
+        release: Release,
+        dir: tempfile::TempDir,
+        namespace: &'static str,
+        path: &str,
+    ) -> Result<Containerd> {
         let kwasi = bin_dir().join("kwasi");
         if !kwasi.exists() {
-            bail!(
-                "{} is missing: build first (cargo build --release --workspace)",
-                kwasi.display()
-            );
+            bail!("{} is missing: build first ({BUILD})", kwasi.display());
         }
         let d = dir.path();
         let log = std::fs::File::create(d.join("containerd.log"))?;
-        let child = Command::new("containerd")
+        let child = Command::new(release.containerd()?)
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -255,10 +386,11 @@ impl Containerd {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting containerd (apt-get install containerd)")?;
+            .with_context(|| format!("starting containerd ({release:?})"))?;
         let containerd = Containerd {
             dir,
             child: Some(child),
+            release,
             namespace,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -272,6 +404,11 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(containerd)
+    }
+
+    /// The release this containerd is.
+    pub fn release(&self) -> Release {
+        self.release
     }
 
     /// containerd's gRPC socket.
@@ -321,8 +458,11 @@ impl Containerd {
 
     /// A `ctr` command against this containerd, in its namespace.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
+        let ctr = self.release.ctr().unwrap_or_else(|_| PathBuf::from("ctr"));
+        let mut cmd = Command::new(ctr);
+        // containerd 2.x's ctr prints the server's deprecations (cgroup v1) at every command.
+        cmd.env("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")
+            .arg("--address")
             .arg(self.socket())
             .arg("--namespace")
             .arg(self.namespace)
@@ -350,9 +490,35 @@ impl Containerd {
         Ok(reference)
     }
 
+    /// Builds an image of `module` with `kwasi image build EXTRA...` (a layer type, or
+    /// `--artifact`) and imports it with [`Containerd::import_layered`], for
+    /// [`Containerd::run_layered`]. Returns the image's reference.
+    pub fn import_wasm_layered(&self, name: &str, module: &Path, extra: &[&str]) -> Result<String> {
+        let (tar, reference) = self.build_image(name, module, extra)?;
+        self.import_layered(&tar)?;
+        Ok(reference)
+    }
+
+    /// Imports an image that has wasm layers, or a CNCF wasm artifact: containerd 2.x unpacks
+    /// its tar layers and skips the others; Debian's 1.6.20 cannot unpack such an image, so
+    /// there it is imported without unpacking, for [`Containerd::run_layered`].
+    pub fn import_layered(&self, tar: &Path) -> Result<()> {
+        match self.release {
+            Release::V1_6 => self.import_without_unpacking(tar),
+            Release::V2 => {
+                let path = tar.display().to_string();
+                let out = self.ctr(&["images", "import", "--all-platforms", &path]);
+                if out.status != 0 {
+                    bail!("ctr images import --all-platforms {path}: {}", out.stderr);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Builds an image of `module` with `kwasi image build EXTRA...` and imports it without
-    /// unpacking, for [`Containerd::run_via_api`]: what containerd 1.6.20 cannot unpack
-    /// (wasm layers, CNCF artifacts). Returns the image's reference.
+    /// unpacking, for [`Containerd::run_via_api`]: CNCF wasm artifacts, which `ctr run` cannot
+    /// run on any release. Returns the image's reference.
     pub fn import_wasm_for_api(&self, name: &str, module: &Path, extra: &[&str]) -> Result<String> {
         let (tar, reference) = self.build_image(name, module, extra)?;
         self.import_without_unpacking(&tar)?;
@@ -411,6 +577,18 @@ impl Containerd {
             .trim()
             .to_string();
         Ok((tar, reference))
+    }
+
+    /// Runs an image imported by [`Containerd::import_layered`] with `args` and waits for it to
+    /// end: `ctr run --rm` on containerd 2.x; on 1.6.20, whose `ctr run` cannot run an image it
+    /// did not unpack, through containerd's API as a CRI client would ([`api::ApiRun`]).
+    /// A task that fails to be created gives a non-zero status and containerd's error on
+    /// stderr either way.
+    pub fn run_layered(&self, runtime: &str, image: &str, id: &str, args: &[&str]) -> CtrOutput {
+        match self.release {
+            Release::V2 => self.run(runtime, &[], image, id, args),
+            Release::V1_6 => self.run_via_api(runtime, image, id, args),
+        }
     }
 
     /// Runs `image` through containerd's API as a CRI client would ([`api::ApiRun`]).
@@ -631,6 +809,86 @@ fn run_args<'a>(
 /// A `ctr run` in the background.
 pub struct RunningCtr {
     child: Child,
+}
+
+impl From<Child> for RunningCtr {
+    /// Any command spawned with its stdout and stderr piped, waited for as a `ctr run`.
+    fn from(child: Child) -> RunningCtr {
+        RunningCtr { child }
+    }
+}
+
+/// `ctr events` in the background: what containerd publishes while it runs.
+pub struct EventLog {
+    child: Child,
+}
+
+impl Containerd {
+    /// Starts recording containerd's events (`ctr events`), once it has subscribed.
+    pub fn events(&self) -> Result<EventLog> {
+        let child = self
+            .ctr_command(&["events"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("running ctr events")?;
+        // ctr subscribes once connected: give it that moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(EventLog { child })
+    }
+}
+
+impl EventLog {
+    /// Stops recording (after a moment for events in flight) and returns what was published.
+    pub fn stop(mut self) -> Events {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let mut text = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut text);
+        }
+        let _ = self.child.wait();
+        Events { text }
+    }
+}
+
+/// Events containerd published, one per line as `ctr events` prints them:
+/// `<time> <namespace> <topic> <JSON>`.
+#[derive(Debug, Clone)]
+pub struct Events {
+    /// What ctr printed.
+    pub text: String,
+}
+
+impl Events {
+    /// The `/tasks/...` events of container `id`: topic and JSON payload, in order.
+    pub fn of_task(&self, id: &str) -> Vec<(&str, serde_json::Value)> {
+        self.text
+            .lines()
+            .filter_map(|line| {
+                let topic = line.split_whitespace().find(|w| w.starts_with("/tasks/"))?;
+                let json =
+                    serde_json::from_str::<serde_json::Value>(&line[line.find('{')?..]).ok()?;
+                (json["container_id"] == id).then_some((topic, json))
+            })
+            .collect()
+    }
+
+    /// The topics of container `id`'s task events, in order.
+    pub fn topics(&self, id: &str) -> Vec<&str> {
+        self.of_task(id)
+            .into_iter()
+            .map(|(topic, _)| topic)
+            .collect()
+    }
+
+    /// The exit status `/tasks/exit` gave for container `id` (protobuf's JSON leaves out a
+    /// zero status).
+    pub fn exit_status(&self, id: &str) -> Option<u64> {
+        self.of_task(id)
+            .into_iter()
+            .find(|(topic, _)| *topic == "/tasks/exit")
+            .map(|(_, json)| json["exit_status"].as_u64().unwrap_or(0))
+    }
 }
 
 impl RunningCtr {

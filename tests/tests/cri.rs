@@ -2,8 +2,9 @@
 //! kubelet drives them (RunPodSandbox, CreateContainer, StartContainer, ContainerStatus,
 //! StopContainer, StopPodSandbox, RemovePodSandbox) — the stand-in for Kubernetes on a node.
 //!
-//! Each case is a function of the handler (`wasmtime`, `wasmer`: the runtimes `kwasi install`
-//! registers); [`cri!`] makes one `#[test]` per case and handler. The pod's sandbox (pause)
+//! Each case is a function of the containerd release (Debian's 1.6, and 2.x with its config
+//! version 3) and the handler (`wasmtime`, `wasmer`: the runtimes `kwasi install` registers);
+//! [`cri!`] makes one `#[test]` per release, case and handler. The pod's sandbox (pause)
 //! container and its busybox containers run on the same handler as its wasm containers: the
 //! shims run native programs as ordinary containers.
 
@@ -13,17 +14,31 @@ use k8s_cri::v1::ContainerState;
 use kwasi_e2e::cri::{ContainerSpec, Node, Pod, BUSYBOX_IMAGE};
 use kwasi_e2e::*;
 
-/// One `#[test]` per case and handler: `mod <handler> { fn <case>() }`.
+/// One `#[test]` per containerd release, case and handler:
+/// `mod <release> { mod <handler> { fn <case>() } }`, and in each release the HTTP pod on the
+/// wasmtime handler (the shim that runs components).
 macro_rules! cri {
-    ([$($handler:ident),* $(,)?], $cases:tt) => {
-        $( cri!(@handler $handler, $cases); )*
+    ([$($release:ident => $value:expr),* $(,)?], $handlers:tt, $cases:tt) => {
+        $(
+            mod $release {
+                cri!(@release $value, $handlers, $cases);
+
+                #[test]
+                fn an_http_wasm_pod_answers_on_its_pod_ip() {
+                    super::an_http_wasm_pod_answers_on_its_pod_ip($value);
+                }
+            }
+        )*
     };
-    (@handler $handler:ident, [$($case:ident),* $(,)?]) => {
+    (@release $release:expr, [$($handler:ident),* $(,)?], $cases:tt) => {
+        $( cri!(@handler $release, $handler, $cases); )*
+    };
+    (@handler $release:expr, $handler:ident, [$($case:ident),* $(,)?]) => {
         mod $handler {
             $(
                 #[test]
                 fn $case() {
-                    super::$case(stringify!($handler));
+                    super::super::$case($release, stringify!($handler));
                 }
             )*
         }
@@ -31,6 +46,10 @@ macro_rules! cri {
 }
 
 cri!(
+    [
+        containerd_1_6 => kwasi_e2e::Release::V1_6,
+        containerd_2 => kwasi_e2e::Release::V2,
+    ],
     [wasmtime, wasmer],
     [
         a_wasm_pod_writes_its_output_to_the_cri_log,
@@ -47,8 +66,8 @@ cri!(
 /// Generous bounds for a container to reach a state: liveness, not timing.
 const SOON: Duration = Duration::from_secs(60);
 
-fn node() -> Node {
-    Node::start().expect("starting containerd with CRI")
+fn node(release: Release) -> Node {
+    Node::start(release).expect("starting containerd with CRI")
 }
 
 fn probe(node: &mut Node) -> String {
@@ -110,8 +129,8 @@ fn remove(node: &mut Node, pod: &Pod) {
     node.remove_pod(pod).unwrap();
 }
 
-fn a_wasm_pod_writes_its_output_to_the_cri_log(handler: &str) {
-    let mut node = node();
+fn a_wasm_pod_writes_its_output_to_the_cri_log(release: Release, handler: &str) {
+    let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("hello", handler).unwrap();
     let spec = ContainerSpec {
@@ -128,8 +147,8 @@ fn a_wasm_pod_writes_its_output_to_the_cri_log(handler: &str) {
     remove(&mut node, &pod);
 }
 
-fn a_pod_runs_a_wasm_container_beside_a_busybox_container(handler: &str) {
-    let mut node = node();
+fn a_pod_runs_a_wasm_container_beside_a_busybox_container(release: Release, handler: &str) {
+    let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("mixed", handler).unwrap();
     let wasm = node
@@ -175,13 +194,14 @@ fn a_pod_runs_a_wasm_container_beside_a_busybox_container(handler: &str) {
 /// Runs `command` + `args` of the probe image (`wasm`) or of busybox in a new pod, stops it
 /// with a grace period of `grace` seconds once it runs, and returns its exit code and reason.
 fn stopped_with_grace(
+    release: Release,
     handler: &str,
     wasm: bool,
     command: &[&str],
     args: &[&str],
     grace: i64,
 ) -> (i32, String) {
-    let mut node = node();
+    let mut node = node(release);
     let image = if wasm {
         probe(&mut node)
     } else {
@@ -202,20 +222,23 @@ fn stopped_with_grace(
     ended
 }
 
-fn a_wasm_container_stopped_with_a_grace_period_ends_on_sigterm(handler: &str) {
+fn a_wasm_container_stopped_with_a_grace_period_ends_on_sigterm(release: Release, handler: &str) {
     // SIGTERM, then SIGKILL after 30 s: 143 says SIGTERM ended it, 137 would say SIGKILL did.
-    let ended = stopped_with_grace(handler, true, &[], &["sleep"], 30);
+    let ended = stopped_with_grace(release, handler, true, &[], &["sleep"], 30);
     assert_eq!(ended, (143, "Error".to_string()));
 }
 
-fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends(handler: &str) {
+fn a_container_ignoring_sigterm_is_killed_when_the_grace_period_ends(
+    release: Release,
+    handler: &str,
+) {
     // PID 1 of its PID namespace without a handler: the kernel drops SIGTERM.
-    let ended = stopped_with_grace(handler, false, &["/bin/sleep"], &["3600"], 2);
+    let ended = stopped_with_grace(release, handler, false, &["/bin/sleep"], &["3600"], 2);
     assert_eq!(ended, (137, "Error".to_string()));
 }
 
-fn exit_codes_reach_container_status(handler: &str) {
-    let mut node = node();
+fn exit_codes_reach_container_status(release: Release, handler: &str) {
+    let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("codes", handler).unwrap();
     /// A container's name, image and args, and the exit code and reason expected.
@@ -239,8 +262,8 @@ fn exit_codes_reach_container_status(handler: &str) {
     remove(&mut node, &pod);
 }
 
-fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(handler: &str) {
-    let mut node = node();
+fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(release: Release, handler: &str) {
+    let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("tidy", handler).unwrap();
     let mut ids = vec![pod.id.clone()];
@@ -302,8 +325,8 @@ fn a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace(handler: &str)
     assert!(left.is_empty(), "the pod left behind: {left:#?}");
 }
 
-fn a_pod_with_three_containers_has_one_shim_process(handler: &str) {
-    let mut node = node();
+fn a_pod_with_three_containers_has_one_shim_process(release: Release, handler: &str) {
+    let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("three", handler).unwrap();
     let mut pids = vec![node.pod_status(&pod).unwrap().pid];
@@ -342,9 +365,8 @@ fn parent_of(pid: i32) -> i32 {
     after.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
-#[test]
-fn an_http_wasm_pod_answers_on_its_pod_ip() {
-    let mut node = node();
+fn an_http_wasm_pod_answers_on_its_pod_ip(release: Release) {
+    let mut node = node(release);
     let image = node.wasm_image("http.wasm").unwrap();
     let pod = node.run_pod("web", "wasmtime").unwrap();
     let spec = ContainerSpec {
@@ -365,8 +387,11 @@ fn an_http_wasm_pod_answers_on_its_pod_ip() {
     remove(&mut node, &pod);
 }
 
-fn a_container_with_a_missing_module_fails_to_start_with_its_reason(handler: &str) {
-    let mut node = node();
+fn a_container_with_a_missing_module_fails_to_start_with_its_reason(
+    release: Release,
+    handler: &str,
+) {
+    let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("bad", handler).unwrap();
     let spec = ContainerSpec {

@@ -42,6 +42,22 @@ fn nothing_the_suite_started_is_left_running_or_mounted() {
         .collect();
     assert!(bridges.is_empty(), "CNI bridges left: {bridges:#?}");
 
+    // critest's node maps host ports with CNI's portmap plugin, which leaves iptables chains.
+    let nat = std::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let portmap: Vec<_> = nat.lines().filter(|l| l.contains("CNI-HOSTPORT")).collect();
+    assert!(
+        portmap.is_empty(),
+        "portmap's iptables rules left: {portmap:#?}"
+    );
+
+    // The Kubernetes suite's kubelet: its cgroup tree.
+    let kube = cgroups_left_below(kwasi_e2e::kube::CGROUP_ROOT);
+    assert!(kube.is_empty(), "the kubelet's cgroups left: {kube:#?}");
+
     let state: Vec<_> = std::fs::read_dir(format!("/run/kwasi/{NAMESPACE}"))
         .into_iter()
         .flatten()

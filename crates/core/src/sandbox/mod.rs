@@ -5,6 +5,7 @@
 //! in the shim: `executor` is the code that runs there.
 
 mod executor;
+pub(crate) mod oom;
 mod rootfs;
 mod stdio;
 
@@ -48,6 +49,7 @@ pub struct SandboxConfig {
 pub struct Sandbox {
     container: Container,
     rootfs: rootfs::MountedRootfs,
+    memory: Option<oom::MemoryCgroup>,
 }
 
 impl Sandbox {
@@ -61,7 +63,18 @@ impl Sandbox {
             remove_container_state(&config.state_root, &config.id);
         });
         match container {
-            Ok(container) => Ok(Sandbox { container, rootfs }),
+            Ok(container) => {
+                let memory = container.pid().and_then(|pid| {
+                    oom::MemoryCgroup::of_process(pid.as_raw())
+                        .inspect_err(|e| log::warn!("{}: no OOM events: {e:#}", config.id))
+                        .ok()
+                });
+                Ok(Sandbox {
+                    container,
+                    rootfs,
+                    memory,
+                })
+            }
             Err(err) => {
                 rootfs.unmount();
                 Err(err)
@@ -72,6 +85,11 @@ impl Sandbox {
     /// The container process's pid, as seen from the shim.
     pub fn pid(&self) -> i32 {
         self.container.pid().map(|p| p.as_raw()).unwrap_or(0)
+    }
+
+    /// The container's memory cgroup, when it could be found.
+    pub(crate) fn memory_cgroup(&self) -> Option<&oom::MemoryCgroup> {
+        self.memory.as_ref()
     }
 
     /// Lets the container process run the workload.

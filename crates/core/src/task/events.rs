@@ -1,10 +1,10 @@
-//! Task events published to containerd: create, start, exit, delete, paused, resumed.
+//! Task events published to containerd: create, start, OOM, exit, delete, paused, resumed.
 
 use std::sync::mpsc;
 
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::ttrpc::context;
@@ -90,6 +90,15 @@ impl Events {
         let event = TaskStart {
             container_id: task.id.clone(),
             pid: pid as u32,
+            ..Default::default()
+        };
+        self.send(event);
+    }
+
+    /// The kernel's OOM killer ended a process of the task's cgroup.
+    pub(crate) fn oom(&self, task: &Task) {
+        let event = TaskOOM {
+            container_id: task.id.clone(),
             ..Default::default()
         };
         self.send(event);

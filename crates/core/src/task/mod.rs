@@ -6,7 +6,8 @@
 //!   build the sandbox, compile the module in it (TaskCreate);
 //! - `start`: let the container process run the guest (TaskStart);
 //! - `wait`: block until it exits; `kill` signals it; the exit is seen by containerd-shim's
-//!   reaper and recorded by `exits` (TaskExit);
+//!   reaper and recorded by `exits` (TaskExit, after TaskOOM when the cgroup's OOM killer
+//!   ended it);
 //! - `delete`: remove the sandbox and unmount the rootfs (TaskDelete);
 //! - `shutdown`: once no task is left, the shim process exits.
 //!
@@ -38,6 +39,7 @@ use nix::sys::signal::Signal;
 use crate::cache::CompileCache;
 use crate::engine::Engine;
 use crate::image::layers::wasm_layer;
+use crate::sandbox::oom::OomMonitor;
 use crate::sandbox::{RootfsMount, Sandbox, SandboxConfig, StdioPaths};
 use events::Events;
 use process::Task;
@@ -56,6 +58,8 @@ struct Inner<E: Engine> {
     events: Events,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     exits: exits::ExitMonitor,
+    /// OOM kills in the tasks' cgroups; `None` where the monitor could not be set up.
+    oom: Option<OomMonitor>,
     shutdown: Arc<ExitSignal>,
 }
 
@@ -82,16 +86,27 @@ impl<E: Engine> TaskService<E> {
                 None
             }
         };
-        let inner = Arc::new(Inner {
-            engine,
-            namespace: namespace.to_string(),
-            containerd_address: containerd_address.to_string(),
-            state_root,
-            cache,
-            events: Events::new(publisher, namespace.to_string()),
-            tasks: Mutex::new(HashMap::new()),
-            exits: exits::ExitMonitor::default(),
-            shutdown,
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner<E>>| {
+            let weak = weak.clone();
+            let oom = OomMonitor::new(move |id| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.on_oom(id);
+                }
+            })
+            .inspect_err(|e| log::warn!("no OOM events: {e:#}"))
+            .ok();
+            Inner {
+                engine,
+                namespace: namespace.to_string(),
+                containerd_address: containerd_address.to_string(),
+                state_root,
+                cache,
+                events: Events::new(publisher, namespace.to_string()),
+                tasks: Mutex::new(HashMap::new()),
+                exits: exits::ExitMonitor::default(),
+                oom,
+                shutdown,
+            }
         });
         let weak = Arc::downgrade(&inner);
         exits::ExitMonitor::spawn(move |pid, code| match weak.upgrade() {
@@ -126,12 +141,40 @@ impl<E: Engine> Inner<E> {
             return false;
         };
         let mut state = task.lock();
-        if task.set_exited(&mut state, code) {
-            if let Some(exit) = state.exit.clone() {
-                self.events.exited(&task, pid, &exit);
+        self.record_exit(&task, &mut state, code);
+        true
+    }
+
+    /// Records that the task's process ended with `code` and publishes it: TaskOOM first when
+    /// the cgroup's OOM killer ended it, then TaskExit. Nothing when an exit was recorded.
+    fn record_exit(&self, task: &Task, state: &mut process::TaskState, code: i32) {
+        if task.set_exited(state, code) {
+            self.report_ooms(task, state);
+            if let Some(exit) = &state.exit {
+                self.events.exited(task, state.pid, exit);
             }
         }
-        true
+    }
+
+    /// Called when the cgroup watched as `id` may have had an OOM kill.
+    fn on_oom(&self, id: &str) {
+        if let Ok(task) = self.task(id) {
+            let mut state = task.lock();
+            self.report_ooms(&task, &mut state);
+        }
+    }
+
+    /// Publishes TaskOOM when the task's cgroup counts more OOM kills than were reported.
+    fn report_ooms(&self, task: &Task, state: &mut process::TaskState) {
+        let kills = state
+            .sandbox
+            .as_ref()
+            .and_then(Sandbox::memory_cgroup)
+            .map_or(0, |cgroup| cgroup.oom_kills());
+        if kills > state.oom_kills {
+            state.oom_kills = kills;
+            self.events.oom(task);
+        }
     }
 
     fn create(&self, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
@@ -199,16 +242,17 @@ impl<E: Engine> Inner<E> {
         })?;
         log::debug!("create {}: sandbox ready in {:?}", req.id, since.elapsed());
         let pid = sandbox.pid();
+        if let (Some(oom), Some(cgroup)) = (&self.oom, sandbox.memory_cgroup()) {
+            if let Err(err) = oom.watch(&req.id, cgroup) {
+                log::warn!("create {}: no OOM events: {err:#}", req.id);
+            }
+        }
         let task = Arc::new(Task::new(req.id.clone(), req.bundle, stdio, sandbox));
         self.tasks().insert(req.id.clone(), Arc::clone(&task));
         self.events.created(&task, pid);
         if let Some(code) = self.exits.claim(pid, since) {
             let mut state = task.lock();
-            if task.set_exited(&mut state, code) {
-                if let Some(exit) = state.exit.clone() {
-                    self.events.exited(&task, pid, &exit);
-                }
-            }
+            self.record_exit(&task, &mut state, code);
         }
         Ok(CreateTaskResponse {
             pid: pid as u32,
@@ -313,6 +357,9 @@ impl<E: Engine> Inner<E> {
         }
         let pid = state.pid;
         let t0 = std::time::Instant::now();
+        if let Some(oom) = &self.oom {
+            oom.unwatch(&req.id);
+        }
         if let Some(sandbox) = state.sandbox.take() {
             if let Err(err) = sandbox.delete() {
                 log::warn!("delete {}: {err:#}", req.id);

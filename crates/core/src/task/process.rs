@@ -31,11 +31,16 @@ pub(crate) struct TaskState {
     pub(crate) pid: i32,
     pub(crate) status: Status,
     pub(crate) exit: Option<Exit>,
+    /// The OOM kills of the task's cgroup reported to containerd so far.
+    pub(crate) oom_kills: u64,
 }
 
 impl Task {
     pub(crate) fn new(id: String, bundle: String, stdio: StdioPaths, sandbox: Sandbox) -> Task {
         let pid = sandbox.pid();
+        // A new cgroup counts from 0; one that is reused (a fixed cgroupsPath) starts where
+        // it is.
+        let oom_kills = sandbox.memory_cgroup().map_or(0, |c| c.oom_kills());
         Task {
             id,
             bundle,
@@ -45,6 +50,7 @@ impl Task {
                 pid,
                 status: Status::CREATED,
                 exit: None,
+                oom_kills,
             }),
             exited: Condvar::new(),
         }

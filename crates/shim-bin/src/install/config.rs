@@ -2,7 +2,7 @@
 //!
 //! Three dialects: containerd 1.x with config `version = 2` (the CRI plugin is
 //! `io.containerd.grpc.v1.cri`), its older `version = 1` (`cri`), and containerd 2.x with
-//! `version = 3` (`io.containerd.cri.v1.runtime`). A plain TOML file is edited in place with
+//! `version = 3`, or `version = 4` since 2.3 (`io.containerd.cri.v1.runtime` in both). A plain TOML file is edited in place with
 //! `toml_edit`, which keeps its comments and layout. A Go template (k3s' `config.toml.tmpl`,
 //! which starts with `{{ template "base" . }}`) cannot be parsed as TOML: the runtimes go in a
 //! block between two marker comments at its end.
@@ -24,7 +24,7 @@ pub enum Dialect {
     V1,
     /// containerd 1.x, config version 2: `plugins."io.containerd.grpc.v1.cri"`.
     V2,
-    /// containerd 2.x, config version 3: `plugins."io.containerd.cri.v1.runtime"`.
+    /// containerd 2.x, config version 3 or 4: `plugins."io.containerd.cri.v1.runtime"`.
     V3,
 }
 
@@ -92,7 +92,7 @@ pub fn add_runtimes(text: &str, path: &Path, runtimes: &[Runtime]) -> Result<Str
     }
     let mut doc = parse(text, path)?;
     let dialect = match doc.get("version").and_then(Item::as_integer) {
-        Some(3) => Dialect::V3,
+        Some(3 | 4) => Dialect::V3,
         Some(2) => Dialect::V2,
         Some(1) => Dialect::V1,
         Some(other) => bail!("{}: unknown config version {other}", path.display()),
