@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: build (or reuse) the real node's components, build the shims and every
 # test binary once, run the unit tests, the conformance suite as a matrix of (containerd 1.6 and
-# 2.x, every built shim), the CRI suite on both, then check that nothing was left behind.
+# 2.x, every built shim), the CRI suite on both, critest with runc and every kwasi handler, the
+# Kubernetes suite on a single-node cluster, then check that nothing was left behind.
 # Needs root and the packages the README lists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,10 @@ step "conformance suite"
 cargo test --profile quick -p kwasi-e2e --test conformance
 step "CRI suite"
 cargo test --profile quick -p kwasi-e2e --test cri
+step "critest"
+cargo test --profile quick -p kwasi-e2e --test critest -- --nocapture
+step "Kubernetes suite"
+cargo test --profile quick -p kwasi-e2e --test kubernetes
 
 step "leftovers"
 cargo test --profile quick -p kwasi-e2e --test leftovers -- --ignored

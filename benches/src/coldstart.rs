@@ -7,7 +7,7 @@
 //! idle (sleeping) containers with runc and each shim and reports the processes each keeps
 //! alive and the PSS per container, and how long a SIGTERM takes to end a sleeping wasm task.
 //!
-//! Usage: `coldstart [ROUNDS]` (default 20), after `cargo build --release --workspace`, as root.
+//! Usage: `coldstart [ROUNDS]` (default 20), after `cargo build --release`, as root.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ fn main() -> Result<()> {
     };
     let shims = Shim::built_ones();
     if shims.is_empty() {
-        bail!("no shim is built: cargo build --release --workspace");
+        bail!("no shim is built: cargo build --release");
     }
     let c = Containerd::start(Release::V2)?;
     let hello = guests_dir().join("../../examples/hello/hello.wasm");

@@ -9,7 +9,7 @@
 //! cannot run an image with a wasm layer. Prints both medians and their ratio.
 //!
 //! Usage: `compilecache [ROUNDS] [FUNCTIONS]` (defaults 10 and 16000), after
-//! `cargo build --release --workspace`, as root.
+//! `cargo build --release`, as root.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         .context("FUNCTIONS")?;
     let shims = Shim::built_ones();
     if shims.is_empty() {
-        bail!("no shim is built: cargo build --release --workspace");
+        bail!("no shim is built: cargo build --release");
     }
     let wasm = wat::parse_str(large_module(functions)).context("the generated module")?;
     let code = code_section_size(&wasm).context("the generated module has no code section")?;

@@ -9,7 +9,7 @@
 //! the ratios kwasi / wasmtime serve.
 //!
 //! Usage: `httpbench [ROUNDS] [SECONDS] [CONNECTIONS]` (defaults 7, 10 and 64), as root, after
-//! `cargo build --release --workspace`, with `wrk` (Debian's package) on the PATH and the
+//! `cargo build --release`, with `wrk` (Debian's package) on the PATH and the
 //! `wasmtime` CLI in `$WASMTIME` or on the PATH (`cargo install --locked wasmtime-cli
 //! --version 48.0.0`, the wasmtime the shim is built with).
 

@@ -7,7 +7,7 @@
 //! after the first round). Each pod has its own network namespace on the node's CNI bridge.
 //! Prints the medians and their ratio to runc's.
 //!
-//! Usage: `podstart [ROUNDS]` (default 20), after `cargo build --release --workspace`, as root.
+//! Usage: `podstart [ROUNDS]` (default 20), after `cargo build --release`, as root.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ fn main() -> Result<()> {
         .context("ROUNDS")?;
     let shims = Shim::built_ones();
     if shims.is_empty() {
-        bail!("no shim is built: cargo build --release --workspace");
+        bail!("no shim is built: cargo build --release");
     }
     let mut node = Node::start(Release::V2)?;
     let probe = node.wasm_image("probe.wasm")?;

@@ -61,13 +61,19 @@ pub fn known_failures(handler: &str) -> Vec<&'static KnownFailure> {
 }
 
 /// Runs critest against `node` with `handler` as every pod's runtime handler, writing its
-/// console output and report in `dir`, and returns every spec it ran or skipped.
+/// console output, its report and containerd's log (with the shims') in `dir`, and returns
+/// every spec it ran or skipped. `$KWASI_CRITEST_FOCUS`, when set, runs only the specs it
+/// matches (a Ginkgo regular expression).
 pub fn run(node: &Node, handler: &str, dir: &Path) -> Result<Vec<SpecResult>> {
     std::fs::create_dir_all(dir)?;
     let endpoint = format!("unix://{}", node.containerd.socket().display());
     let report = dir.join(format!("critest-{handler}.json"));
     let log = std::fs::File::create(dir.join(format!("critest-{handler}.log")))?;
-    let status = Command::new(node::binary("critest")?)
+    let mut critest = Command::new(node::binary("critest")?);
+    if let Ok(focus) = std::env::var("KWASI_CRITEST_FOCUS") {
+        critest.arg(format!("-ginkgo.focus={focus}"));
+    }
+    let status = critest
         .arg(format!("-runtime-endpoint={endpoint}"))
         .arg(format!("-image-endpoint={endpoint}"))
         .arg(format!("-runtime-handler={handler}"))
@@ -81,6 +87,10 @@ pub fn run(node: &Node, handler: &str, dir: &Path) -> Result<Vec<SpecResult>> {
         .stderr(log)
         .status()
         .context("running critest")?;
+    std::fs::write(
+        dir.join(format!("containerd-{handler}.log")),
+        node.containerd.log(),
+    )?;
     let text = std::fs::read_to_string(&report).with_context(|| {
         format!(
             "critest ({status}) wrote no report {}: see {}",

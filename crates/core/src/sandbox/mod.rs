@@ -4,6 +4,7 @@
 //! The wasm engine runs in the container's own process (the one libcontainer creates), never
 //! in the shim: `executor` is the code that runs there.
 
+mod bundle;
 mod executor;
 pub(crate) mod oom;
 mod rootfs;
@@ -162,6 +163,7 @@ impl Sandbox {
 }
 
 fn build_container<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Container> {
+    bundle::adapt_for_libcontainer(&config.bundle)?;
     let stdio = config.stdio.open()?;
     std::fs::create_dir_all(&config.state_root)
         .with_context(|| format!("creating {}", config.state_root.display()))?;

@@ -3,6 +3,7 @@
 //! server), or as the server itself (`serve`). containerd-shim parses the flags and the
 //! start protocol; this module says what kwasi does at each step.
 
+mod info;
 mod libcontainer_log;
 mod serve;
 
@@ -133,6 +134,14 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
 
     fn wait(&mut self) {
         self.exit.wait();
+    }
+
+    /// containerd 2.x's `-info`: the sandbox's OCI features.
+    fn runtime_info(
+        runtime_id: &str,
+        _options: Option<&containerd_shim::protos::protobuf::well_known_types::any::Any>,
+    ) -> containerd_shim::Result<containerd_shim::protos::types::introspection::RuntimeInfo> {
+        Ok(info::runtime_info(runtime_id))
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
