@@ -21,7 +21,7 @@ step "build"
 cargo build --profile quick --all-targets
 
 step "unit tests"
-cargo test --profile quick --workspace --exclude kwasi-e2e
+cargo test --profile quick --workspace --exclude kwasi-e2e --exclude kwasi-engine-wasmedge
 cargo test --profile quick -p kwasi-e2e --lib
 
 # WasmEdge links libwasmedge 0.17, which the package registries do not carry. Always

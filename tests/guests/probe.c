@@ -21,6 +21,26 @@ static int cat(const char *path) {
     return 0;
 }
 
+// Allocates and touches memory 1 MiB at a time, pausing `ms` after each (none for 0), and
+// prints its progress (every 16 MiB without pauses).
+static int grow(long ms) {
+    void *volatile *chain = 0;  // keeps every block reachable, so none is optimised away
+    for (long mib = 1;; mib++) {
+        void *volatile *p = malloc(1 << 20);
+        if (!p) {
+            printf("malloc failed after %ld MiB\n", mib);
+            return 3;
+        }
+        for (size_t i = 0; i < (1 << 20) / sizeof *p; i += 512) p[i] = (void *)chain;
+        chain = p;
+        if (ms || mib % 16 == 0) {
+            printf("%ld MiB\n", mib);
+            fflush(stdout);
+        }
+        if (ms) usleep(ms * 1000);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "hello";
     if (!strcmp(cmd, "hello")) {
@@ -68,21 +88,19 @@ int main(int argc, char **argv) {
         printf("woke up\n");
         return 0;
     }
-    if (!strcmp(cmd, "grow")) {  // keep allocating and touching memory, 1 MiB at a time
-        void *volatile *chain = 0;  // keeps every block reachable, so none is optimised away
-        for (long mib = 1;; mib++) {
-            void *volatile *p = malloc(1 << 20);
-            if (!p) {
-                printf("malloc failed after %ld MiB\n", mib);
-                return 3;
-            }
-            for (size_t i = 0; i < (1 << 20) / sizeof *p; i += 512) p[i] = (void *)chain;
-            chain = p;
-            if (mib % 16 == 0) {
-                printf("%ld MiB\n", mib);
-                fflush(stdout);
-            }
-        }
+    if (!strcmp(cmd, "grow")) return grow(0);  // keep allocating and touching memory
+    if (!strcmp(cmd, "grow-slowly"))  // grow-slowly MS: 1 MiB more every MS milliseconds
+        return grow(argc > 2 ? atol(argv[2]) : 100);
+    if (!strcmp(cmd, "cat")) {  // copy stdin to stdout until end of file
+        char buf[256];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) fwrite(buf, 1, n, stdout);
+        printf("[end of input]\n");
+        return 0;
+    }
+    if (!strcmp(cmd, "tty")) {  // whether stdin is a terminal
+        printf(isatty(0) ? "stdin is a terminal\n" : "stdin is not a terminal\n");
+        return 0;
     }
     if (!strcmp(cmd, "trap")) {
         printf("about to trap\n");

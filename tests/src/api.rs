@@ -68,7 +68,7 @@ impl ApiRun<'_> {
     }
 
     async fn run_async(&self) -> Result<CtrOutput> {
-        let channel = containerd_client::connect(self.socket)
+        let channel = containerd_client::connect(&self.socket)
             .await
             .context("connecting to containerd")?;
         let lease = LeasesClient::new(channel.clone())
@@ -392,4 +392,69 @@ fn spec_json(id: &str, args: &[&str]) -> Result<Vec<u8>> {
         linux.set_cgroups_path(Some(format!("/{NAMESPACE}/{id}").into()));
     }
     Ok(serde_json::to_vec(&spec)?)
+}
+
+/// Calls of containerd's task service that `ctr` has no command for: Update and Wait.
+pub struct Tasks {
+    /// containerd's gRPC socket.
+    pub socket: std::path::PathBuf,
+    /// The namespace.
+    pub namespace: &'static str,
+}
+
+impl Tasks {
+    fn block_on<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(call)
+    }
+
+    fn request<T>(&self, message: T) -> Result<Request<T>> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.parse()?);
+        Ok(request)
+    }
+
+    /// Sets the memory limit of task `id` to `bytes` (as CRI's UpdateContainerResources
+    /// does): the resources go as OCI JSON, as containerd's clients send them.
+    pub fn set_memory_limit(&self, id: &str, bytes: i64) -> Result<()> {
+        let resources = serde_json::json!({"memory": {"limit": bytes}});
+        self.block_on(async {
+            let channel = containerd_client::connect(&self.socket).await?;
+            TasksClient::new(channel)
+                .update(
+                    self.request(containerd_client::services::v1::UpdateTaskRequest {
+                        container_id: id.to_string(),
+                        resources: Some(prost_types::Any {
+                            type_url:
+                                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                                    .to_string(),
+                            value: serde_json::to_vec(&resources)?,
+                        }),
+                        ..Default::default()
+                    })?,
+                )
+                .await
+                .map_err(|s| anyhow::anyhow!("updating {id}: {}", s.message()))?;
+            Ok(())
+        })
+    }
+
+    /// Waits for task `id` to exit and returns its exit status.
+    pub fn wait(&self, id: &str) -> Result<u32> {
+        self.block_on(async {
+            let channel = containerd_client::connect(&self.socket).await?;
+            let response = TasksClient::new(channel)
+                .wait(self.request(WaitRequest {
+                    container_id: id.to_string(),
+                    ..Default::default()
+                })?)
+                .await
+                .map_err(|s| anyhow::anyhow!("waiting for {id}: {}", s.message()))?;
+            Ok(response.into_inner().exit_status)
+        })
+    }
 }

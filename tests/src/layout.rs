@@ -220,7 +220,15 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// as entrypoint) with `extra` entries.
 pub fn write_busybox_image(out: &Path, name: &str, extra: &[Entry]) -> Result<()> {
     let mut entries = vec![Entry::File(Path::new(BUSYBOX), "/bin/busybox", 0o755)];
-    for applet in ["/bin/sh", "/bin/sleep", "/bin/echo", "/bin/cat"] {
+    for applet in [
+        "/bin/sh",
+        "/bin/sleep",
+        "/bin/echo",
+        "/bin/cat",
+        "/bin/stty",
+        "/bin/test",
+        "/bin/tty",
+    ] {
         entries.push(Entry::Symlink(applet, "busybox"));
     }
     entries.extend_from_slice(extra);

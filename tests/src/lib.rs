@@ -269,6 +269,8 @@ pub struct Containerd {
     child: Option<Child>,
     release: Release,
     namespace: &'static str,
+    /// containerd's PATH (where it finds the shims).
+    path: String,
 }
 
 /// The settings every private containerd of `release` has: its root, state, sockets and
@@ -375,35 +377,71 @@ impl Containerd {
         if !kwasi.exists() {
             bail!("{} is missing: build first ({BUILD})", kwasi.display());
         }
-        let d = dir.path();
-        let log = std::fs::File::create(d.join("containerd.log"))?;
-        let child = Command::new(release.containerd()?)
+        let mut containerd = Containerd {
+            dir,
+            child: None,
+            release,
+            namespace,
+            path: path.to_string(),
+        };
+        containerd.run_daemon()?;
+        Ok(containerd)
+    }
+
+    /// Starts the containerd process and waits until it answers.
+    fn run_daemon(&mut self) -> Result<()> {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))?;
+        let child = Command::new(self.release.containerd()?)
             .arg("--config")
             .arg(d.join("config.toml"))
-            .env("PATH", path)
+            .env("PATH", &self.path)
             .env("KWASI_CACHE_DIR", d.join("cache"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting containerd ({release:?})"))?;
-        let containerd = Containerd {
-            dir,
-            child: Some(child),
-            release,
-            namespace,
-        };
+            .with_context(|| format!("starting containerd ({:?})", self.release))?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if containerd.socket().exists() && containerd.ctr(&["version"]).status == 0 {
-                break;
+            if self.socket().exists() && self.ctr(&["version"]).status == 0 {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not come up:\n{}", containerd.log());
+                bail!("containerd did not come up:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(containerd)
+    }
+
+    /// Stops the containerd process (SIGTERM, as a service manager does) and starts it
+    /// again; its shims and tasks live on.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop_daemon();
+        self.run_daemon()
+    }
+
+    /// Stops the containerd process: SIGTERM, then SIGKILL after 10 s.
+    fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The release this containerd is.
@@ -645,6 +683,54 @@ impl Containerd {
         Ok(RunningCtr { child })
     }
 
+    /// The task service calls `ctr` has no command for (Update, Wait), in this containerd's
+    /// namespace.
+    pub fn tasks(&self) -> api::Tasks {
+        api::Tasks {
+            socket: self.socket(),
+            namespace: self.namespace,
+        }
+    }
+
+    /// `ctr task exec --exec-id EXEC_ID FLAGS... ID ARGS...`: the arguments of an exec.
+    pub fn exec_args<'a>(
+        exec_id: &'a str,
+        flags: &[&'a str],
+        id: &'a str,
+        args: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut all = vec!["task", "exec", "--exec-id", exec_id];
+        all.extend_from_slice(flags);
+        all.push(id);
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// Runs exec process `exec_id` of task `id` (`ctr task exec`) and waits for it to end.
+    pub fn exec(&self, id: &str, exec_id: &str, args: &[&str]) -> CtrOutput {
+        self.ctr(&Self::exec_args(exec_id, &[], id, args))
+    }
+
+    /// Runs `ctr ARGS` with `input` on its standard input, which it then closes.
+    pub fn ctr_with_input(&self, args: &[&str], input: &[u8]) -> Result<CtrOutput> {
+        use std::io::Write;
+        let mut child = self
+            .ctr_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("ctr's stdin")?;
+        stdin.write_all(input)?;
+        drop(stdin);
+        RunningCtr { child }.wait(Duration::from_secs(60))
+    }
+
+    /// Runs `ctr ARGS` in the background on a terminal of `cols` x `rows` ([`Terminal`]).
+    pub fn ctr_on_terminal(&self, args: &[&str], cols: u16, rows: u16) -> Result<Terminal> {
+        Terminal::spawn(self.ctr_command(args), cols, rows)
+    }
+
     /// The pid and status (`RUNNING`, `PAUSED`, `STOPPED`) `ctr task ls` shows for `id`.
     fn task_row(&self, id: &str) -> Option<(Option<i32>, String)> {
         let out = self.ctr(&["task", "ls"]);
@@ -761,21 +847,7 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.remove_everything();
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_daemon();
         // Shims outlive containerd by design; end the ones this containerd started.
         let socket = self.socket().display().to_string();
         for (pid, cmdline) in processes() {
@@ -815,6 +887,135 @@ impl From<Child> for RunningCtr {
     /// Any command spawned with its stdout and stderr piped, waited for as a `ctr run`.
     fn from(child: Child) -> RunningCtr {
         RunningCtr { child }
+    }
+}
+
+/// A command running on a pseudo-terminal of its own (its controlling terminal), as a user
+/// at a terminal runs `ctr run -t`: what it writes is collected, its size can change.
+pub struct Terminal {
+    master: std::fs::File,
+    child: Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    /// Spawns `command` with a new terminal of `cols` x `rows` as its stdio.
+    pub fn spawn(mut command: Command, cols: u16, rows: u16) -> Result<Terminal> {
+        use std::os::unix::process::CommandExt;
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).context("opening a terminal")?;
+        let slave = std::fs::File::from(pty.slave);
+        command
+            .stdin(slave.try_clone()?)
+            .stdout(slave.try_clone()?)
+            .stderr(slave);
+        // SAFETY: between fork and exec: setsid and an ioctl on an inherited descriptor.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().context("running a command on a terminal")?;
+        let master = std::fs::File::from(pty.master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone()?;
+        let sink = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the command and everything on the terminal are gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        Ok(Terminal {
+            master,
+            child,
+            output,
+        })
+    }
+
+    /// Everything written to the terminal so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// Waits until the terminal shows `text`.
+    pub fn wait_for(&self, text: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(text) {
+            if Instant::now() > deadline {
+                bail!("the terminal never showed {text:?}: {:?}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Resizes the terminal, as a user resizing their window (the command gets SIGWINCH).
+    pub fn resize(&self, cols: u16, rows: u16) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize, which outlives the call.
+        if unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("resizing the terminal");
+        }
+        Ok(())
+    }
+
+    /// Types `text` at the terminal.
+    pub fn type_text(&mut self, text: &str) -> Result<()> {
+        use std::io::Write;
+        self.master.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Waits for the command to end (for at most `timeout`) and returns its status and
+    /// what the terminal showed.
+    pub fn wait(mut self, timeout: Duration) -> Result<(i32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok((status.code().unwrap_or(-1), self.output()));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "the command did not end within {timeout:?}: {:?}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

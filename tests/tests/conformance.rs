@@ -100,6 +100,17 @@ conformance!(
         a_script_entrypoint_runs_with_its_interpreter,
         sigterm_reaches_the_handler_of_a_native_program,
         a_native_entrypoint_without_its_execute_bit_fails_create_with_a_reason,
+        exec_runs_a_native_program_in_the_containers_namespaces,
+        exec_runs_a_wasm_module_of_the_rootfs_with_the_containers_files,
+        an_exec_exit_code_is_its_status,
+        an_exec_process_is_killed_with_its_task,
+        close_io_ends_the_input_of_an_exec_process,
+        a_process_on_a_terminal_sees_one,
+        a_terminal_is_resized_with_the_users_window,
+        an_update_lowering_the_memory_limit_ooms_a_growing_module,
+        the_exit_of_a_task_whose_shim_was_killed_reaches_containerd,
+        a_task_survives_a_containerd_restart,
+        a_checkpoint_is_refused_with_a_reason,
     ]
 );
 
@@ -1235,4 +1246,263 @@ fn a_native_entrypoint_without_its_execute_bit_fails_create_with_a_reason(shim: 
         &["/bin/tool"],
         "entrypoint /bin/tool is not executable: set its execute bit (chmod +x) in the image",
     );
+}
+
+/// Starts `args` of `image` detached (`ctr run -d`) and waits until it runs.
+fn detached(shim: &Shim, c: &Containerd, image: &str, id: &str, args: &[&str]) {
+    let out = c.ctr(
+        &["run", "-d", "--runtime", shim.runtime, image, id]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+    c.wait_for_status(id, "RUNNING", Duration::from_secs(20))
+        .unwrap();
+}
+
+/// Kills task `id` and removes it and its container, as `ctr run --rm` does.
+fn remove(c: &Containerd, id: &str) {
+    c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    c.wait_for_status(id, "STOPPED", Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(c.ctr(&["task", "rm", id]).status, 0);
+    assert_eq!(c.ctr(&["container", "rm", id]).status, 0);
+    assert_clean(c, id);
+}
+
+fn exec_runs_a_native_program_in_the_containers_namespaces(shim: &Shim) {
+    let (c, image) = with_busybox(shim, &[]);
+    let id = unique_id("exec-native");
+    detached(shim, &c, &image, &id, &["sleep", "600"]);
+    let init = c.task_pid(&id).unwrap();
+    let out = c.exec(
+        &id,
+        "e1",
+        &["sh", "-c", "echo pid $$; readlink /proc/self/ns/pid"],
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("pid ") && lines[0] != "pid 1",
+        "{out:?}"
+    );
+    assert_eq!(lines[1], namespace_of(init, "pid").unwrap(), "{out:?}");
+    remove(&c, &id);
+}
+
+fn exec_runs_a_wasm_module_of_the_rootfs_with_the_containers_files(shim: &Shim) {
+    let (_dir, file) = shipped("read by an exec\n", "/etc/greeting.txt");
+    let (c, image) = with_probe(shim, &["--file", &file]);
+    let id = unique_id("exec-wasm");
+    detached(shim, &c, &image, &id, &["/app.wasm", "sleep"]);
+    let out = c.exec(&id, "e1", &["/app.wasm", "read", "/etc/greeting.txt"]);
+    assert_output(&out, 0, "read by an exec\n");
+    remove(&c, &id);
+}
+
+fn an_exec_exit_code_is_its_status(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("exec-exit");
+    detached(shim, &c, &image, &id, &["/app.wasm", "sleep"]);
+    let out = c.exec(&id, "e1", &["/app.wasm", "exit", "7"]);
+    assert_output(&out, 7, "exiting with 7\n");
+    let missing = c.exec(&id, "e2", &["/nope.wasm"]);
+    assert_ne!(missing.status, 0, "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains("entrypoint /nope.wasm: no such file in the container"),
+        "{missing:?}"
+    );
+    remove(&c, &id);
+}
+
+fn an_exec_process_is_killed_with_its_task(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("exec-killed");
+    detached(shim, &c, &image, &id, &["/app.wasm", "sleep"]);
+    let exec = c
+        .ctr_command(&Containerd::exec_args(
+            "e1",
+            &[],
+            &id,
+            &["/app.wasm", "sleep"],
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exec = RunningCtr::from(exec);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).status, 0);
+    let out = exec.wait(Duration::from_secs(30)).unwrap();
+    assert_eq!(out.status, 137, "{out:?}");
+    c.wait_for_status(&id, "STOPPED", Duration::from_secs(20))
+        .unwrap();
+    remove(&c, &id);
+}
+
+fn close_io_ends_the_input_of_an_exec_process(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("close-io");
+    detached(shim, &c, &image, &id, &["/app.wasm", "sleep"]);
+    let args = Containerd::exec_args("e1", &[], &id, &["/app.wasm", "cat"]);
+    let out = c.ctr_with_input(&args, b"typed by a user\n").unwrap();
+    assert_output(&out, 0, "typed by a user\n[end of input]\n");
+    remove(&c, &id);
+}
+
+/// `ctr run -t --rm` arguments: container `id` of `image` running `args` on a terminal.
+fn on_terminal<'a>(shim: &'a Shim, image: &'a str, id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut run = vec!["run", "-t", "--rm", "--runtime", shim.runtime, image, id];
+    run.extend_from_slice(args);
+    run
+}
+
+fn a_process_on_a_terminal_sees_one(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("tty");
+    let run = on_terminal(shim, &image, &id, &["/app.wasm", "tty"]);
+    let (status, shown) = c
+        .ctr_on_terminal(&run, 80, 24)
+        .unwrap()
+        .wait(Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(status, 0, "{shown:?}");
+    if let Some(reason) = shim.difference("terminal") {
+        eprintln!("{}: expected difference: {reason}", shim.engine);
+        assert!(shown.contains("stdin is not a terminal"), "{shown:?}");
+    } else {
+        assert!(shown.contains("stdin is a terminal"), "{shown:?}");
+    }
+    assert_clean(&c, &id);
+}
+
+fn a_terminal_is_resized_with_the_users_window(shim: &Shim) {
+    let (c, image) = with_busybox(shim, &[]);
+    let id = unique_id("resize");
+    let script = "test -t 0 && echo on a terminal; while :; do stty size; sleep 0.1; done";
+    let run = on_terminal(shim, &image, &id, &["sh", "-c", script]);
+    let terminal = c.ctr_on_terminal(&run, 80, 24).unwrap();
+    terminal
+        .wait_for("on a terminal", Duration::from_secs(30))
+        .unwrap();
+    terminal.wait_for("24 80", Duration::from_secs(30)).unwrap();
+    terminal.resize(132, 43).unwrap();
+    terminal
+        .wait_for("43 132", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).status, 0);
+    let (status, _) = terminal.wait(Duration::from_secs(30)).unwrap();
+    assert_eq!(status, 137);
+    assert_clean(&c, &id);
+}
+
+fn an_update_lowering_the_memory_limit_ooms_a_growing_module(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("update");
+    let events = c.events().unwrap();
+    let run = c
+        .spawn_run(
+            shim.runtime,
+            &["--memory-limit", "1073741824"],
+            &image,
+            &id,
+            &["/app.wasm", "grow-slowly", "20"],
+        )
+        .unwrap();
+    c.wait_for_status(&id, "RUNNING", Duration::from_secs(20))
+        .unwrap();
+    // ctr has no update command: as CRI's UpdateContainerResources, through the API.
+    c.tasks().set_memory_limit(&id, 96 << 20).unwrap();
+    let out = run.wait(Duration::from_secs(120)).unwrap();
+    assert_eq!(out.status, 137, "{out:?}");
+    assert!(out.stdout.contains("64 MiB\n"), "it never grew: {out:?}");
+    assert!(
+        !out.stdout.contains("\n200 MiB\n"),
+        "the new limit did not hold: {out:?}"
+    );
+    let events = events.stop();
+    let topics = events.topics(&id);
+    let oom = topics.iter().position(|t| *t == "/tasks/oom");
+    let exit = topics.iter().position(|t| *t == "/tasks/exit");
+    assert!(
+        matches!((oom, exit), (Some(o), Some(e)) if o < e),
+        "no /tasks/oom before /tasks/exit: {topics:?}"
+    );
+    assert_clean(&c, &id);
+}
+
+fn the_exit_of_a_task_whose_shim_was_killed_reaches_containerd(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("shim-killed");
+    let run = sleeping(shim, &c, &image, &id, &[]);
+    let guest = c.task_pid(&id).unwrap();
+    let shim_pid = processes()
+        .into_iter()
+        .find(|(pid, cmdline)| {
+            *pid != guest
+                && cmdline.contains(&format!("containerd-shim-{}-v1", shim.engine))
+                && cmdline.contains(&c.socket().display().to_string())
+                && namespace_of(*pid, "pid").ok()
+                    == namespace_of(std::process::id() as i32, "pid").ok()
+        })
+        .map(|(pid, _)| pid)
+        .expect("the shim's process");
+    let events = c.events().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd sees the shim's connection close, runs the shim's `delete` for the task and
+    // publishes its exit; `ctr run` waited on the dead shim and fails (as with runc).
+    let out = run.wait(Duration::from_secs(30)).unwrap();
+    assert_ne!(out.status, 0, "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{guest}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{guest}")).exists(),
+        "the guest {guest} still runs"
+    );
+    let events = events.stop();
+    assert_eq!(events.exit_status(&id), Some(137), "{}", events.text);
+    assert_clean(&c, &id);
+}
+
+fn a_task_survives_a_containerd_restart(shim: &Shim) {
+    let (mut c, image) = with_probe(shim, &[]);
+    let id = unique_id("restart");
+    detached(shim, &c, &image, &id, &["/app.wasm", "sleep"]);
+    c.restart().unwrap();
+    c.wait_for_status(&id, "RUNNING", Duration::from_secs(20))
+        .unwrap();
+    let waiting = {
+        let tasks = c.tasks();
+        let id = id.clone();
+        std::thread::spawn(move || tasks.wait(&id))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.ctr(&["task", "kill", &id]).status, 0);
+    assert_eq!(waiting.join().unwrap().unwrap(), 143);
+    assert_eq!(c.ctr(&["task", "rm", &id]).status, 0);
+    assert_eq!(c.ctr(&["container", "rm", &id]).status, 0);
+    assert_clean(&c, &id);
+}
+
+fn a_checkpoint_is_refused_with_a_reason(shim: &Shim) {
+    let (c, image) = with_probe(shim, &[]);
+    let id = unique_id("checkpoint");
+    detached(shim, &c, &image, &id, &["/app.wasm", "sleep"]);
+    let out = c.ctr(&["task", "checkpoint", &id]);
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("kwasi cannot checkpoint a task"),
+        "{out:?}"
+    );
+    assert_eq!(c.task_status(&id).as_deref(), Some("RUNNING"));
+    remove(&c, &id);
 }

@@ -33,7 +33,8 @@ const CASES: &[Case] = cases![
     a_module_growing_past_its_memory_limit_is_oom_killed,
     kubectl_delete_stops_a_module_with_143_and_drains_a_component_with_0,
     a_deployment_of_50_replicas_becomes_ready,
-    kubectl_exec_into_a_wasm_container_fails_with_a_clear_error,
+    kubectl_exec_runs_a_module_in_a_wasm_pod_with_its_exit_code_and_input,
+    an_exec_liveness_probe_keeps_a_passing_container_and_restarts_a_failing_one,
     nothing_is_left_once_every_workload_is_deleted,
 ];
 
@@ -463,26 +464,122 @@ fn a_deployment_of_50_replicas_becomes_ready(cluster: &mut Cluster) {
     assert_eq!(pods_of(cluster, "fifty").len(), 50);
 }
 
-fn kubectl_exec_into_a_wasm_container_fails_with_a_clear_error(cluster: &mut Cluster) {
-    let image = image(cluster, "probe.wasm");
-    cluster
-        .apply(&probe_pod("execd", &image, "wasmtime", "Never", &["sleep"]))
-        .unwrap();
-    wait_pod_field(cluster, "execd", "{.status.phase}", "Running");
-    let exec = cluster
-        .kubectl_command(&["exec", "execd", "--", "/app.wasm", "hello"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+/// `kubectl exec [-i] POD -- ARGS` with `input` on its stdin; waits for it to end.
+fn kubectl_exec(cluster: &Cluster, pod: &str, input: Option<&[u8]>, args: &[&str]) -> CtrOutput {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut all = vec!["exec"];
+    if input.is_some() {
+        all.push("-i");
+    }
+    all.extend([pod, "--"]);
+    all.extend_from_slice(args);
+    let mut child = cluster
+        .kubectl_command(&all)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = RunningCtr::from(exec)
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input).unwrap();
+    }
+    RunningCtr::from(child)
         .wait(SOON)
-        .expect("kubectl exec hangs");
-    assert_ne!(out.status, 0, "{out:?}");
-    assert!(
-        out.stderr.contains("kwasi does not support exec"),
-        "{out:?}"
+        .expect("kubectl exec hangs")
+}
+
+fn kubectl_exec_runs_a_module_in_a_wasm_pod_with_its_exit_code_and_input(cluster: &mut Cluster) {
+    let image = image(cluster, "probe.wasm");
+    for handler in built_handlers() {
+        let pod = format!("execd-{handler}");
+        cluster
+            .apply(&probe_pod(&pod, &image, handler, "Never", &["sleep"]))
+            .unwrap();
+        wait_pod_field(cluster, &pod, "{.status.phase}", "Running");
+        let hello = kubectl_exec(cluster, &pod, None, &["/app.wasm", "hello"]);
+        assert_eq!(hello.status, 0, "{handler}: {hello:?}");
+        assert!(
+            hello.stdout.contains("hello from wasm\n"),
+            "{handler}: {hello:?}"
+        );
+        let failing = kubectl_exec(cluster, &pod, None, &["/app.wasm", "exit", "3"]);
+        assert_eq!(failing.status, 3, "{handler}: {failing:?}");
+        let typed = kubectl_exec(cluster, &pod, Some(b"typed\n"), &["/app.wasm", "cat"]);
+        assert_eq!(typed.status, 0, "{handler}: {typed:?}");
+        assert_eq!(
+            typed.stdout, "typed\n[end of input]\n",
+            "{handler}: {typed:?}"
+        );
+    }
+}
+
+fn an_exec_liveness_probe_keeps_a_passing_container_and_restarts_a_failing_one(
+    cluster: &mut Cluster,
+) {
+    let image = image(cluster, "probe.wasm");
+    let container = |name: &str, code: u32| {
+        format!(
+            r#"  - name: {name}
+    image: {image}
+    imagePullPolicy: Never
+    args: ["sleep"]
+    livenessProbe:
+      exec:
+        command: ["/app.wasm", "exit", "{code}"]
+      periodSeconds: 1
+      timeoutSeconds: 30
+      failureThreshold: 1
+"#
+        )
+    };
+    cluster
+        .apply(&format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+spec:
+  runtimeClassName: wasmtime
+  containers:
+{}{}"#,
+            container("passing", 0),
+            container("failing", 1)
+        ))
+        .unwrap();
+    let restarts = |c: &Cluster, name: &str| {
+        pod_field(
+            c,
+            "probed",
+            &format!("{{.status.containerStatuses[?(@.name==\"{name}\")].restartCount}}"),
+        )
+        .parse::<u32>()
+        .unwrap_or(0)
+    };
+    cluster
+        .wait_until("the failing container is restarted", SOON, |c| {
+            restarts(c, "failing") >= 1
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", describe(cluster, "probed")));
+    assert_eq!(
+        restarts(cluster, "passing"),
+        0,
+        "{}",
+        describe(cluster, "probed")
     );
+    let events = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=probed",
+        ])
+        .stdout;
+    assert!(events.contains("Liveness probe failed"), "{events}");
 }
 
 fn nothing_is_left_once_every_workload_is_deleted(cluster: &mut Cluster) {

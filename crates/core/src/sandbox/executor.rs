@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
@@ -26,7 +26,13 @@ pub(crate) struct WasmExecutor<E: Engine> {
     engine: E,
     cache: Option<Arc<CompileCache>>,
     wasm_layer: Option<Arc<WasmLayer>>,
+    /// For exec processes: the container's seccomp profile, which libcontainer 0.7 leaves out
+    /// of an exec process's spec. The executor installs it, last thing before the workload.
+    seccomp: Option<Arc<LinuxSeccomp>>,
     prepared: Arc<Mutex<Option<Prepared<E>>>>,
+    /// The close-on-exec descriptors libcontainer left in the process (see
+    /// [`inherited_cloexec_fds`]), found when `validate` starts.
+    inherited: Arc<Mutex<Vec<i32>>>,
 }
 
 /// What `validate` leaves for `exec`.
@@ -43,7 +49,9 @@ impl<E: Engine> Clone for WasmExecutor<E> {
             engine: self.engine.clone(),
             cache: self.cache.clone(),
             wasm_layer: self.wasm_layer.clone(),
+            seccomp: self.seccomp.clone(),
             prepared: Arc::clone(&self.prepared),
+            inherited: Arc::clone(&self.inherited),
         }
     }
 }
@@ -58,7 +66,19 @@ impl<E: Engine> WasmExecutor<E> {
             engine,
             cache,
             wasm_layer,
+            seccomp: None,
             prepared: Arc::new(Mutex::new(None)),
+            inherited: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The executor of exec processes: the same engine and cache, only files of the rootfs
+    /// (an exec names what it runs; the image's wasm layer is the init process's), and the
+    /// container's seccomp profile.
+    pub(crate) fn for_exec(&self, seccomp: Option<LinuxSeccomp>) -> Self {
+        Self {
+            seccomp: seccomp.map(Arc::new),
+            ..Self::new(self.engine.clone(), self.cache.clone(), None)
         }
     }
 
@@ -132,6 +152,9 @@ impl<E: Engine> WasmExecutor<E> {
 
 impl<E: Engine> Executor for WasmExecutor<E> {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        if let Ok(mut inherited) = self.inherited.lock() {
+            *inherited = inherited_cloexec_fds();
+        }
         // The container process inherits the shim's logger; keep compiler internals (cranelift
         // logs every pass at debug level) out of the shim log even when containerd debugs.
         log::set_max_level(log::LevelFilter::Info.min(log::max_level()));
@@ -152,6 +175,9 @@ impl<E: Engine> Executor for WasmExecutor<E> {
             Some(prepared) => prepared,
             None => self.prepare(spec).map_err(ExecutorError::Other)?,
         };
+        if let Some(profile) = &self.seccomp {
+            install_seccomp(profile).map_err(ExecutorError::Other)?;
+        }
         let (workload, module) = match prepared {
             Prepared::Wasm(workload, module) => (workload, module),
             Prepared::Native => {
@@ -159,6 +185,13 @@ impl<E: Engine> Executor for WasmExecutor<E> {
                 return DefaultExecutor {}.exec(spec);
             }
         };
+        // What `execve` would close: a tenant's start, for one, waits for one of them.
+        let inherited = self.inherited.lock().map(|f| f.clone()).unwrap_or_default();
+        for fd in inherited {
+            // SAFETY: closing descriptors libcontainer left for exec to close; nothing of
+            // ours uses them.
+            unsafe { libc::close(fd) };
+        }
         crate::signals::exit_on_termination_signals();
         let code = match self.engine.run(module, &workload) {
             Ok(code) => code,
@@ -171,6 +204,65 @@ impl<E: Engine> Executor for WasmExecutor<E> {
         let _ = std::io::stdout().flush();
         std::process::exit(code)
     }
+}
+
+/// The descriptors above stdio that are close-on-exec: what libcontainer leaves in the
+/// container process for the kernel to close when the workload's program is executed (the
+/// pipe a tenant's start waits on, among them). A wasm workload is not executed: the
+/// executor closes them before it runs the guest. Read when `validate` starts, so that the
+/// engine's own descriptors, opened later, are not among them.
+fn inherited_cloexec_fds() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    fds.retain(|&fd| {
+        // SAFETY: F_GETFD on a descriptor number; an invalid one (the directory's own,
+        // closed since) only fails.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC != 0
+    });
+    fds
+}
+
+/// Installs the container's seccomp profile in an exec process. Without CAP_SYS_ADMIN the
+/// kernel accepts a filter only from a process that cannot gain privileges, so such a process
+/// gets `no_new_privs` first (runc installs it while still privileged; libcontainer 0.7 leaves
+/// it out, and this is as late as kwasi can act).
+fn install_seccomp(profile: &LinuxSeccomp) -> Result<(), String> {
+    use oci_spec::runtime::LinuxSeccompAction;
+    let notifies = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .any(|s| s.action() == LinuxSeccompAction::ScmpActNotify);
+    if notifies {
+        return Err(
+            "the container's seccomp profile hands syscalls to a listener \
+                    (SCMP_ACT_NOTIFY), which kwasi does not support for exec processes"
+                .to_string(),
+        );
+    }
+    let privileged = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false);
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes no pointer.
+    if !privileged && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "setting no_new_privs for the seccomp profile: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    libcontainer::seccomp::initialize_seccomp(profile)
+        .map(|_| ())
+        .map_err(|e| format!("installing the container's seccomp profile: {e}"))
 }
 
 /// Refuses, at `create`, a native entrypoint that cannot be executed.

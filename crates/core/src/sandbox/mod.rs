@@ -1,128 +1,289 @@
 //! The sandbox a task runs in: its rootfs, namespaces, cgroup, seccomp profile, capabilities and
-//! user, as the OCI spec in the bundle asks, set up by youki's `libcontainer`.
+//! user, as the OCI spec in the bundle asks, set up by youki's `libcontainer`; and the
+//! processes in it: the init process and exec processes (`exec`), their stdio and terminals.
 //!
-//! The wasm engine runs in the container's own process (the one libcontainer creates), never
-//! in the shim: `executor` is the code that runs there.
+//! The wasm engine runs in the container's own processes (the ones libcontainer creates),
+//! never in the shim: `executor` is the code that runs there.
+//!
+//! [`SandboxRuntime`] and [`Sandbox`] are the task service's [`Runtime`] and [`Container`].
 
 mod bundle;
+mod console;
+mod exec;
 mod executor;
 pub(crate) mod oom;
+mod options;
 mod rootfs;
 mod stdio;
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{anyhow, Context, Result};
-use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager};
+use libcgroups::common::{
+    create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
+};
 pub use libcgroups::stats::Stats;
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
+use libcontainer::container::Container as Libcontainer;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
+use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::cache::CompileCache;
 use crate::engine::Engine;
-use crate::image::layers::WasmLayer;
+use crate::image::layers::wasm_layer;
+use crate::task::container::{Container, ExecConfig, ProcessRef, Runtime, TaskConfig};
+use console::{Console, ConsoleSocket};
+use executor::WasmExecutor;
+use oom::MemoryCgroup;
+use options::RuntimeOptions;
 pub use rootfs::{unmount_rootfs, RootfsMount};
 pub use stdio::StdioPaths;
 
-/// What [`Sandbox::create`] needs to know about a task.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// The container id.
-    pub id: String,
-    /// The OCI bundle directory (holds `config.json` and `rootfs/`).
-    pub bundle: PathBuf,
-    /// The mounts containerd asks for at `<bundle>/rootfs` (empty when already mounted).
-    pub rootfs: Vec<RootfsMount>,
-    /// containerd's fifos for the task's stdio.
-    pub stdio: StdioPaths,
-    /// Where libcontainer keeps the container's state (one directory per container below it).
-    pub state_root: PathBuf,
-    /// The compile cache, when one could be opened.
-    pub cache: Option<Arc<CompileCache>>,
-    /// The module, when the image ships it as a wasm layer rather than as a file in the rootfs.
-    pub wasm_layer: Option<Arc<WasmLayer>>,
+/// Creates the sandboxes of a shim's tasks, running wasm with engine `E`.
+pub struct SandboxRuntime<E: Engine> {
+    engine: E,
+    namespace: String,
+    containerd_address: String,
+    state_root: PathBuf,
+    cache: Option<Arc<CompileCache>>,
 }
 
-/// A created container: its process waits in the sandbox until [`Sandbox::start`].
-pub struct Sandbox {
-    container: Container,
-    rootfs: rootfs::MountedRootfs,
-    memory: Option<oom::MemoryCgroup>,
-}
-
-impl Sandbox {
-    /// Mounts the rootfs, creates the namespaces, cgroup and container process, and prepares
-    /// the workload in it with `engine` (which compiles the module).
-    ///
-    /// On failure nothing is left behind: no process, cgroup, state directory or mount.
-    pub fn create<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Sandbox> {
-        let rootfs = rootfs::MountedRootfs::mount(&config.bundle, &config.rootfs)?;
-        let container = build_container(engine, config).inspect_err(|_| {
-            remove_container_state(&config.state_root, &config.id);
-        });
-        match container {
-            Ok(container) => {
-                let memory = container.pid().and_then(|pid| {
-                    oom::MemoryCgroup::of_process(pid.as_raw())
-                        .inspect_err(|e| log::warn!("{}: no OOM events: {e:#}", config.id))
-                        .ok()
-                });
-                Ok(Sandbox {
-                    container,
-                    rootfs,
-                    memory,
-                })
-            }
-            Err(err) => {
-                rootfs.unmount();
-                Err(err)
-            }
+impl<E: Engine> SandboxRuntime<E> {
+    /// A runtime that keeps libcontainer's state under `state_root`, reads images through
+    /// containerd at `containerd_address` in `namespace`, and compiles with `engine` through
+    /// `cache` when there is one.
+    pub fn new(
+        engine: E,
+        namespace: &str,
+        containerd_address: &str,
+        state_root: PathBuf,
+        cache: Option<Arc<CompileCache>>,
+    ) -> Self {
+        SandboxRuntime {
+            engine,
+            namespace: namespace.to_string(),
+            containerd_address: containerd_address.to_string(),
+            state_root,
+            cache,
         }
     }
+}
 
-    /// The container process's pid, as seen from the shim.
-    pub fn pid(&self) -> i32 {
-        self.container.pid().map(|p| p.as_raw()).unwrap_or(0)
+impl<E: Engine> Runtime for SandboxRuntime<E> {
+    type Container = Sandbox<E>;
+
+    /// Reads the module from the image's wasm layer if it has one, mounts the rootfs,
+    /// creates the namespaces, cgroup and container process, and prepares the workload in it
+    /// (which compiles the module). On failure nothing is left behind: no process, cgroup,
+    /// state directory or mount.
+    fn create(&self, task: &TaskConfig) -> Result<Sandbox<E>> {
+        let options = RuntimeOptions::from_any(task.options.as_ref())?;
+        // A module shipped as a wasm layer is read from the image here, in the shim; one
+        // shipped as a file is read in the container.
+        let looked_up = std::time::Instant::now();
+        let layer = wasm_layer(&self.containerd_address, &self.namespace, &task.id)?;
+        if let Some(layer) = &layer {
+            log::info!(
+                "create {}: wasm layer {} ({} bytes) read from containerd in {:.1} ms",
+                task.id,
+                layer.digest,
+                layer.bytes.len(),
+                looked_up.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+        let bundle = PathBuf::from(&task.bundle);
+        bundle::adapt_for_libcontainer(&bundle)?;
+        let spec = Spec::load(bundle.join("config.json"))
+            .with_context(|| format!("reading {}/config.json", bundle.display()))?;
+        let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        options::check_cgroups_path(cgroups_path.as_deref().and_then(Path::to_str), options)?;
+        let executor =
+            WasmExecutor::new(self.engine.clone(), self.cache.clone(), layer.map(Arc::new));
+        let rootfs = rootfs::MountedRootfs::mount(&bundle, &task.rootfs)?;
+        let built = self.build(task, &bundle, options, executor.clone());
+        let (container, io) = match built {
+            Ok(built) => built,
+            Err(err) => {
+                remove_container_state(&self.state_root, &task.id);
+                rootfs.unmount();
+                return Err(err);
+            }
+        };
+        let memory = container.pid().and_then(|pid| {
+            MemoryCgroup::of_process(pid.as_raw())
+                .inspect_err(|e| log::warn!("{}: no OOM events: {e:#}", task.id))
+                .ok()
+        });
+        let mut processes = HashMap::new();
+        processes.insert(None, io);
+        Ok(Sandbox {
+            id: task.id.clone(),
+            state_root: self.state_root.clone(),
+            systemd: options.systemd_cgroup,
+            container: Mutex::new(container),
+            rootfs,
+            memory,
+            executor: executor.for_exec(seccomp),
+            processes: Mutex::new(processes),
+        })
+    }
+}
+
+impl<E: Engine> SandboxRuntime<E> {
+    /// Builds the container with libcontainer; returns it and the init process's stdio.
+    fn build(
+        &self,
+        task: &TaskConfig,
+        bundle: &Path,
+        options: RuntimeOptions,
+        executor: WasmExecutor<E>,
+    ) -> Result<(Libcontainer, ProcessIo)> {
+        std::fs::create_dir_all(&self.state_root)
+            .with_context(|| format!("creating {}", self.state_root.display()))?;
+        let builder = ContainerBuilder::new(task.id.clone(), SyscallType::Linux)
+            .with_executor(executor)
+            .with_root_path(&self.state_root)
+            .map_err(|e| anyhow!("{e}"))?;
+        let (builder, io, console) =
+            ProcessIo::attach(builder, &task.stdio, task.terminal, &self.state_root)?;
+        let container = builder
+            .validate_id()
+            .map_err(|e| anyhow!("{e}"))?
+            .as_init(bundle)
+            .with_systemd(options.systemd_cgroup)
+            .with_detach(true)
+            .build()
+            .map_err(|e| anyhow!("{}", creation_error(&e)))?;
+        Ok((container, io.with_console(console, &task.stdio)?))
+    }
+}
+
+/// What the shim holds of a process's stdio: its writer on the stdin fifo, or its terminal.
+#[derive(Default)]
+pub(crate) struct ProcessIo {
+    stdin_writer: Option<File>,
+    console: Option<Console>,
+}
+
+impl ProcessIo {
+    /// Gives `builder` the process's stdio: containerd's fifos, or, for a terminal, a socket
+    /// that libcontainer sends the terminal's master to ([`ProcessIo::with_console`] takes
+    /// it once the process exists).
+    fn attach(
+        builder: ContainerBuilder,
+        stdio: &StdioPaths,
+        terminal: bool,
+        socket_dir: &Path,
+    ) -> Result<(ContainerBuilder, ProcessIo, Option<ConsoleSocket>)> {
+        if terminal {
+            let socket = ConsoleSocket::bind(&socket_dir.join("consoles"))?;
+            let builder = builder.with_console_socket(Some(socket.path()));
+            return Ok((builder, ProcessIo::default(), Some(socket)));
+        }
+        let open = stdio.open()?;
+        let builder = builder
+            .with_stdin(open.stdin)
+            .with_stdout(open.stdout)
+            .with_stderr(open.stderr);
+        let io = ProcessIo {
+            stdin_writer: open.stdin_writer,
+            console: None,
+        };
+        Ok((builder, io, None))
     }
 
-    /// The container's memory cgroup, when it could be found.
-    pub(crate) fn memory_cgroup(&self) -> Option<&oom::MemoryCgroup> {
-        self.memory.as_ref()
+    /// Takes the terminal's master from `socket`, if the process has a terminal.
+    fn with_console(mut self, socket: Option<ConsoleSocket>, stdio: &StdioPaths) -> Result<Self> {
+        if let Some(socket) = socket {
+            self.console = Some(socket.receive(stdio)?);
+        }
+        Ok(self)
+    }
+}
+
+/// A created container: its init process waits in the sandbox until [`Container::start`].
+pub struct Sandbox<E: Engine> {
+    id: String,
+    state_root: PathBuf,
+    systemd: bool,
+    container: Mutex<Libcontainer>,
+    rootfs: rootfs::MountedRootfs,
+    memory: Option<MemoryCgroup>,
+    /// Runs exec processes: files of the rootfs, wasm or native, never the image's layer.
+    executor: WasmExecutor<E>,
+    /// The stdio of each process (`None`: the init process).
+    processes: Mutex<HashMap<Option<String>, ProcessIo>>,
+}
+
+impl<E: Engine> Sandbox<E> {
+    fn container(&self) -> MutexGuard<'_, Libcontainer> {
+        self.container.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lets the container process run the workload.
-    pub fn start(&mut self) -> Result<()> {
-        self.container
+    fn processes(&self) -> MutexGuard<'_, HashMap<Option<String>, ProcessIo>> {
+        self.processes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cgroup(&self) -> Result<AnyCgroupManager> {
+        let spec = self
+            .container()
+            .spec()
+            .map_err(|e| anyhow!("reading the container's config: {e}"))?;
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: spec.cgroup_path,
+            systemd_cgroup: self.systemd,
+            container_name: self.id.clone(),
+        })
+        .map_err(|e| anyhow!("opening the container's cgroup: {e}"))
+    }
+}
+
+impl<E: Engine> Container for Sandbox<E> {
+    fn pid(&self) -> i32 {
+        self.container().pid().map(|p| p.as_raw()).unwrap_or(0)
+    }
+
+    fn start(&self) -> Result<()> {
+        self.container()
             .start()
             .map_err(|e| anyhow!("starting the container: {e}"))
     }
 
-    /// Sends `signal` to the container process, or to every process in its cgroup when `all`.
-    pub fn kill(&mut self, signal: Signal, all: bool) -> Result<()> {
-        self.container
-            .kill(signal, all)
-            .map_err(|e| anyhow!("sending {signal}: {e}"))
+    fn exec(&self, config: &ExecConfig) -> Result<i32> {
+        let (pid, io) = exec::exec(&self.id, &self.state_root, self.executor.clone(), config)?;
+        self.processes().insert(Some(config.exec_id.clone()), io);
+        Ok(pid)
     }
 
-    /// Freezes every process of the container (cgroup freezer).
-    pub fn pause(&mut self) -> Result<()> {
-        self.container
+    fn kill(&self, pid: i32, signal: Signal, all: bool) -> Result<()> {
+        if all {
+            return self
+                .container()
+                .kill(signal, true)
+                .map_err(|e| anyhow!("sending {signal} to every process: {e}"));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| anyhow!("sending {signal} to {pid}: {e}"))
+    }
+
+    fn pause(&self) -> Result<()> {
+        self.container()
             .pause()
             .map_err(|e| anyhow!("pausing the container: {e}"))
     }
 
-    /// Thaws a paused container.
-    pub fn resume(&mut self) -> Result<()> {
-        self.container
+    fn resume(&self) -> Result<()> {
+        self.container()
             .resume()
             .map_err(|e| anyhow!("resuming the container: {e}"))
     }
 
-    /// The pids of every process in the container's cgroup.
-    pub fn pids(&self) -> Result<Vec<i32>> {
+    fn pids(&self) -> Result<Vec<i32>> {
         let pids = self
             .cgroup()?
             .get_all_pids()
@@ -130,61 +291,64 @@ impl Sandbox {
         Ok(pids.into_iter().map(|p| p.as_raw()).collect())
     }
 
-    /// The figures of the container's cgroup (CPU, memory, pids, block I/O, hugetlb).
-    pub fn stats(&self) -> Result<Stats> {
+    fn stats(&self) -> Result<Stats> {
         self.cgroup()?
             .stats()
             .map_err(|e| anyhow!("reading the container's cgroup: {e}"))
     }
 
-    fn cgroup(&self) -> Result<AnyCgroupManager> {
-        let spec = self
-            .container
-            .spec()
-            .map_err(|e| anyhow!("reading the container's config: {e}"))?;
-        create_cgroup_manager(CgroupConfig {
-            cgroup_path: spec.cgroup_path,
-            systemd_cgroup: self.container.systemd(),
-            container_name: self.container.id().to_string(),
-        })
-        .map_err(|e| anyhow!("opening the container's cgroup: {e}"))
+    fn update(&self, resources: &LinuxResources) -> Result<()> {
+        self.cgroup()?
+            .apply(&ControllerOpt {
+                resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| anyhow!("updating the container's cgroup: {e}"))
     }
 
-    /// Kills what is left of the container, removes its cgroup and state, and unmounts its
-    /// rootfs.
-    pub fn delete(mut self) -> Result<()> {
+    fn memory_cgroup(&self) -> Option<MemoryCgroup> {
+        self.memory.clone()
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.memory.as_ref().map_or(0, MemoryCgroup::oom_kills)
+    }
+
+    fn resize_pty(&self, process: ProcessRef, width: u32, height: u32) -> Result<()> {
+        let processes = self.processes();
+        let console = processes
+            .get(&process.map(str::to_string))
+            .and_then(|io| io.console.as_ref())
+            .context("the process has no terminal")?;
+        console.resize(width, height)
+    }
+
+    fn close_stdin(&self, process: ProcessRef) -> Result<()> {
+        let mut processes = self.processes();
+        if let Some(io) = processes.get_mut(&process.map(str::to_string)) {
+            io.stdin_writer = None;
+            if let Some(console) = &io.console {
+                console.close_stdin()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&self, exec_id: &str) {
+        self.processes().remove(&Some(exec_id.to_string()));
+    }
+
+    fn delete(&self) -> Result<()> {
         let deleted = self
-            .container
+            .container()
             .delete(true)
             .map_err(|e| anyhow!("deleting the container: {e}"));
+        self.processes().clear();
         self.rootfs.unmount();
         deleted
     }
-}
-
-fn build_container<E: Engine>(engine: E, config: &SandboxConfig) -> Result<Container> {
-    bundle::adapt_for_libcontainer(&config.bundle)?;
-    let stdio = config.stdio.open()?;
-    std::fs::create_dir_all(&config.state_root)
-        .with_context(|| format!("creating {}", config.state_root.display()))?;
-    ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
-        .with_executor(executor::WasmExecutor::new(
-            engine,
-            config.cache.clone(),
-            config.wasm_layer.clone(),
-        ))
-        .with_root_path(&config.state_root)
-        .map_err(|e| anyhow!("{e}"))?
-        .with_stdin(stdio.stdin)
-        .with_stdout(stdio.stdout)
-        .with_stderr(stdio.stderr)
-        .validate_id()
-        .map_err(|e| anyhow!("{e}"))?
-        .as_init(&config.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| anyhow!("{}", creation_error(&e)))
 }
 
 /// The reason in a libcontainer creation error: what the container process sent back (a missing
@@ -212,7 +376,7 @@ pub fn remove_container_state(state_root: &Path, id: &str) {
     if !dir.exists() {
         return;
     }
-    match Container::load(dir.clone()) {
+    match Libcontainer::load(dir.clone()) {
         Ok(mut container) => {
             if let Err(err) = container.delete(true) {
                 log::warn!("cleaning up container {id}: {err}");

@@ -11,18 +11,21 @@ use libcgroups::common::{get_cgroup_setup, CgroupSetup};
 
 use crate::sandbox::Stats;
 
-/// Encodes `stats` for containerd.
-pub(crate) fn to_metrics(stats: &Stats) -> Result<Any> {
+/// Encodes `stats` and the cgroup's OOM kills for containerd (CRI reports the kills as
+/// `container_oom_events_total`).
+pub(crate) fn to_metrics(stats: &Stats, oom_kills: u64) -> Result<Any> {
     let setup = get_cgroup_setup().map_err(|e| anyhow!("detecting the cgroup version: {e}"))?;
     let any = match setup {
-        CgroupSetup::Unified => convert_to_any(Box::new(to_v2(stats))),
-        CgroupSetup::Legacy | CgroupSetup::Hybrid => convert_to_any(Box::new(to_v1(stats))),
+        CgroupSetup::Unified => convert_to_any(Box::new(to_v2(stats, oom_kills))),
+        CgroupSetup::Legacy | CgroupSetup::Hybrid => {
+            convert_to_any(Box::new(to_v1(stats, oom_kills)))
+        }
     };
     any.map_err(|e| anyhow!("encoding metrics: {e}"))
 }
 
 /// cgroup v1 figures: CPU time in nanoseconds, memory in bytes.
-fn to_v1(stats: &Stats) -> v1::Metrics {
+fn to_v1(stats: &Stats, oom_kills: u64) -> v1::Metrics {
     let entry = |d: &libcgroups::stats::MemoryData| v1::MemoryEntry {
         limit: d.limit,
         usage: d.usage,
@@ -77,12 +80,17 @@ fn to_v1(stats: &Stats) -> v1::Metrics {
             ..Default::default()
         })
         .into(),
+        memory_oom_control: Some(v1::MemoryOomControl {
+            oom_kill: oom_kills,
+            ..Default::default()
+        })
+        .into(),
         ..Default::default()
     }
 }
 
 /// cgroup v2 figures: CPU time in microseconds, memory in bytes.
-fn to_v2(stats: &Stats) -> v2::Metrics {
+fn to_v2(stats: &Stats, oom_kills: u64) -> v2::Metrics {
     let mem = &stats.memory;
     let stat = |key: &str| mem.stats.get(key).copied().unwrap_or_default();
     v2::Metrics {
@@ -120,6 +128,11 @@ fn to_v2(stats: &Stats) -> v2::Metrics {
             ..Default::default()
         })
         .into(),
+        memory_events: Some(v2::MemoryEvents {
+            oom_kill: oom_kills,
+            ..Default::default()
+        })
+        .into(),
         ..Default::default()
     }
 }
@@ -138,8 +151,9 @@ mod tests {
     }
 
     #[test]
-    fn v1_metrics_carry_usage_limit_cpu_and_pids() {
-        let m = to_v1(&sample());
+    fn v1_metrics_carry_usage_limit_cpu_pids_and_oom_kills() {
+        let m = to_v1(&sample(), 2);
+        assert_eq!(m.memory_oom_control.oom_kill, 2);
         assert_eq!(m.memory.usage.usage, 6 << 20);
         assert_eq!(m.memory.usage.limit, 64 << 20);
         assert_eq!(m.cpu.usage.total, 1234);
@@ -147,8 +161,9 @@ mod tests {
     }
 
     #[test]
-    fn v2_metrics_carry_usage_limit_cpu_and_pids() {
-        let m = to_v2(&sample());
+    fn v2_metrics_carry_usage_limit_cpu_pids_and_oom_kills() {
+        let m = to_v2(&sample(), 2);
+        assert_eq!(m.memory_events.oom_kill, 2);
         assert_eq!((m.memory.usage, m.memory.usage_limit), (6 << 20, 64 << 20));
         assert_eq!(m.cpu.usage_usec, 1234);
         assert_eq!(m.pids.current, 3);
