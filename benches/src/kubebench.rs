@@ -26,7 +26,6 @@ use kwasi_e2e::layout::{Entry, LinuxImage, BUSYBOX};
 use kwasi_e2e::Shim;
 use measure::{median, ms};
 
-#[allow(dead_code)] // the medians only: no ctr runs to check here
 mod measure;
 
 /// The baseline's web server: busybox httpd serving what the component answers on `/`.

@@ -12,11 +12,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kwasi_e2e::cri::{ContainerSpec, ContainerState, Node, BUSYBOX_IMAGE};
-use kwasi_e2e::{Release, Shim};
+use kwasi_e2e::cri::{ContainerSpec, ContainerState, BUSYBOX_IMAGE};
 use measure::{median, ms};
 
-#[allow(dead_code)] // the medians only: no ctr runs to check here
 mod measure;
 
 fn main() -> Result<()> {
@@ -24,17 +22,14 @@ fn main() -> Result<()> {
         .nth(1)
         .map_or(Ok(20), |n| n.parse())
         .context("ROUNDS")?;
-    let shims = Shim::built_ones();
-    if shims.is_empty() {
-        bail!("no shim is built: cargo build --release");
-    }
-    let mut node = Node::start(Release::V2)?;
-    let probe = node.wasm_image("probe.wasm")?;
-    let mut handlers: Vec<(&str, String, Vec<&str>)> =
-        vec![("runc", BUSYBOX_IMAGE.to_string(), vec!["-c", "echo hello"])];
-    for shim in &shims {
-        handlers.push((shim.engine, probe.clone(), vec!["hello"]));
-    }
+    let (mut node, probe, names) = measure::cri_bench_node()?;
+    let handlers: Vec<(&str, String, Vec<&str>)> = names
+        .into_iter()
+        .map(|handler| match handler {
+            "runc" => (handler, BUSYBOX_IMAGE.to_string(), vec!["-c", "echo hello"]),
+            _ => (handler, probe.clone(), vec!["hello"]),
+        })
+        .collect();
     let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); handlers.len()];
     let mut teardowns: Vec<Vec<Duration>> = vec![Vec::new(); handlers.len()];
     // One round first, not counted: the modules get compiled and the images' snapshots warm.

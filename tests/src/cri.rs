@@ -14,12 +14,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use containerd_client::tonic::transport::Channel;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext,
+    ContainerConfig, ContainerMetadata, ContainerStatsRequest, ContainerStatus,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
     RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 
 /// The CRI states of a container, as [`Node::container_status`] reports them.
@@ -93,6 +94,27 @@ pub struct ContainerSpec<'a> {
     pub command: &'a [&'a str],
     /// Replaces the image's command.
     pub args: &'a [&'a str],
+    /// `resources.limits.memory` in bytes; 0 for none.
+    pub memory_limit: i64,
+}
+
+/// What an ExecSync returned.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    /// The process's exit code.
+    pub exit_code: i32,
+    /// What it wrote on stdout.
+    pub stdout: String,
+    /// What it wrote on stderr.
+    pub stderr: String,
+}
+
+/// Container resources with a memory limit of `bytes` and nothing else set.
+fn memory_limit(bytes: i64) -> LinuxContainerResources {
+    LinuxContainerResources {
+        memory_limit_in_bytes: bytes,
+        ..Default::default()
+    }
 }
 
 /// Makes CRI call `method` with `request` and returns its response; on failure, the error
@@ -266,7 +288,7 @@ impl Node {
                         .and_then(|c| c.namespace_options.clone()),
                     ..Default::default()
                 }),
-                ..Default::default()
+                resources: (spec.memory_limit > 0).then(|| memory_limit(spec.memory_limit)),
             }),
             ..Default::default()
         };
@@ -345,6 +367,87 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// ExecSync, as kubelet runs exec probes: `cmd` in the container, for at most `timeout`
+    /// seconds (0: no limit); its exit code, stdout and stderr.
+    pub fn exec_sync(&mut self, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecOutput> {
+        let response = call!(
+            self,
+            exec_sync,
+            ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            },
+            format!("ExecSync {id} {cmd:?}")
+        )?;
+        Ok(ExecOutput {
+            exit_code: response.exit_code,
+            stdout: String::from_utf8_lossy(&response.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&response.stderr).into_owned(),
+        })
+    }
+
+    /// UpdateContainerResources with a new memory limit, as an in-place pod resize does.
+    pub fn set_memory_limit(&mut self, id: &str, bytes: i64) -> Result<()> {
+        call!(
+            self,
+            update_container_resources,
+            UpdateContainerResourcesRequest {
+                container_id: id.to_string(),
+                linux: Some(memory_limit(bytes)),
+                ..Default::default()
+            },
+            format!("UpdateContainerResources {id}")
+        )?;
+        Ok(())
+    }
+
+    /// The latencies of ContainerStats calls on container `id`, made one after the other for
+    /// `window`, while the containers `stopped` are stopped at once (SIGKILL) at its start,
+    /// so that their exits and deletes in the shim overlap the calls.
+    pub fn stats_latencies_while_stopping(
+        &mut self,
+        id: &str,
+        stopped: &[String],
+        window: Duration,
+    ) -> Result<Vec<Duration>> {
+        // Spawned: they run alongside the calls, while `block_on` drives the runtime.
+        let stops: Vec<_> = stopped
+            .iter()
+            .map(|other| {
+                let mut client = self.client.clone();
+                let request = StopContainerRequest {
+                    container_id: other.clone(),
+                    timeout: 0,
+                };
+                self.runtime
+                    .spawn(async move { client.stop_container(request).await })
+            })
+            .collect();
+        let mut client = self.client.clone();
+        let calls = async move {
+            let mut latencies = Vec::new();
+            let end = Instant::now() + window;
+            while Instant::now() < end {
+                let request = ContainerStatsRequest {
+                    container_id: id.to_string(),
+                };
+                let t = Instant::now();
+                client.container_stats(request).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, containerd_client::tonic::Status>(latencies)
+        };
+        let latencies = self.runtime.block_on(calls);
+        for stop in stops {
+            self.runtime
+                .block_on(stop)
+                .context("StopContainer")?
+                .map_err(|status| self.failed("StopContainer".into(), status))?;
+        }
+        latencies.map_err(|status| self.failed(format!("ContainerStats {id}"), status))
     }
 
     /// StopContainer with a grace period of `timeout` seconds.

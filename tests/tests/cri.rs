@@ -60,6 +60,10 @@ cri!(
         a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace,
         a_pod_with_three_containers_has_one_shim_process,
         a_container_with_a_missing_module_fails_to_start_with_its_reason,
+        exec_sync_runs_a_module_in_a_wasm_container_with_its_output_and_exit_code,
+        an_exec_probe_fails_on_timeout_and_its_process_is_gone,
+        a_module_growing_past_its_memory_limit_is_oom_killed,
+        a_lowered_memory_limit_reaches_a_running_module,
     ]
 );
 
@@ -213,6 +217,7 @@ fn stopped_with_grace(
         image: &image,
         command,
         args,
+        ..Default::default()
     };
     let id = node.run_container(&pod, &spec).unwrap();
     running(&mut node, &id);
@@ -423,4 +428,94 @@ fn a_container_with_a_missing_module_fails_to_start_with_its_reason(
     assert_eq!(exited(&mut node, &good), (0, "Completed".to_string()));
     remove(&mut node, &pod);
     assert!(node.shims().is_empty(), "{:#?}", node.shims());
+}
+
+/// Runs one container of `image` with `args` (and a memory limit, 0 for none) in a new pod;
+/// returns the pod and the container's id once it runs.
+fn one_running(
+    node: &mut Node,
+    handler: &str,
+    image: &str,
+    args: &[&str],
+    memory_limit: i64,
+) -> (Pod, String) {
+    let pod = node.run_pod("one", handler).unwrap();
+    let spec = ContainerSpec {
+        name: "one",
+        image,
+        args,
+        memory_limit,
+        ..Default::default()
+    };
+    let id = node.run_container(&pod, &spec).unwrap();
+    running(node, &id);
+    (pod, id)
+}
+
+fn exec_sync_runs_a_module_in_a_wasm_container_with_its_output_and_exit_code(
+    release: Release,
+    handler: &str,
+) {
+    let mut node = node(release);
+    let image = probe(&mut node);
+    let (pod, id) = one_running(&mut node, handler, &image, &["sleep"], 0);
+    let hello = node.exec_sync(&id, &["/app.wasm", "hello"], 0).unwrap();
+    assert_eq!(hello.exit_code, 0, "{hello:?}");
+    assert_eq!(hello.stdout, "hello from wasm\n", "{hello:?}");
+    assert_eq!(hello.stderr, "hello on stderr\n", "{hello:?}");
+    let failed = node
+        .exec_sync(&id, &["/app.wasm", "exit", "3"], 10)
+        .unwrap();
+    assert_eq!(failed.exit_code, 3, "{failed:?}");
+    remove(&mut node, &pod);
+}
+
+fn an_exec_probe_fails_on_timeout_and_its_process_is_gone(release: Release, handler: &str) {
+    let mut node = node(release);
+    let image = probe(&mut node);
+    let (pod, id) = one_running(&mut node, handler, &image, &["sleep"], 0);
+    let err = node
+        .exec_sync(&id, &["/app.wasm", "sleep"], 1)
+        .expect_err("an exec past its timeout fails");
+    assert!(format!("{err:#}").contains("timeout"), "{err:#}");
+    // containerd kills the exec process; the container goes on alone.
+    let ps = node.containerd.ctr(&["task", "ps", &id]);
+    assert_eq!(
+        ps.stdout.lines().count(),
+        2,
+        "only the header and the init process: {ps:?}"
+    );
+    assert_eq!(
+        node.container_status(&id).unwrap().0.state,
+        ContainerState::ContainerRunning as i32
+    );
+    remove(&mut node, &pod);
+}
+
+fn a_module_growing_past_its_memory_limit_is_oom_killed(release: Release, handler: &str) {
+    let mut node = node(release);
+    let image = probe(&mut node);
+    let pod = node.run_pod("oom", handler).unwrap();
+    let spec = ContainerSpec {
+        name: "grow",
+        image: &image,
+        args: &["grow"],
+        memory_limit: 64 << 20,
+        ..Default::default()
+    };
+    let id = node.run_container(&pod, &spec).unwrap();
+    assert_eq!(exited(&mut node, &id), (137, "OOMKilled".to_string()));
+    remove(&mut node, &pod);
+}
+
+fn a_lowered_memory_limit_reaches_a_running_module(release: Release, handler: &str) {
+    let mut node = node(release);
+    let image = probe(&mut node);
+    // 1 MiB more every 50 ms, under a limit it would reach in 200 s: well past the time
+    // `exited` waits, so only the new limit can end it in that time.
+    let args = ["grow-slowly", "50"];
+    let (pod, id) = one_running(&mut node, handler, &image, &args, 4 << 30);
+    node.set_memory_limit(&id, 48 << 20).unwrap();
+    assert_eq!(exited(&mut node, &id), (137, "OOMKilled".to_string()));
+    remove(&mut node, &pod);
 }

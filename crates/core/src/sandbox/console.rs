@@ -27,12 +27,12 @@ pub(crate) struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    /// Listens on a new socket in `dir`.
+    /// Listens on a new socket in `dir`, the state root beside the containers' state
+    /// directories (a path short enough for a socket's): its name starts with a dot, which no
+    /// container id can, and it is removed when dropped.
     pub(crate) fn bind(dir: &Path) -> Result<ConsoleSocket> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir
-            .join(crate::unique_name("console"))
-            .with_extension("sock");
+        let path = dir.join(format!(".{}.sock", crate::unique_name("console")));
         let listener = UnixListener::bind(&path)
             .with_context(|| format!("listening on {}", path.display()))?;
         Ok(ConsoleSocket { listener, path })

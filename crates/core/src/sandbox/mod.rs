@@ -181,7 +181,7 @@ impl ProcessIo {
         socket_dir: &Path,
     ) -> Result<(ContainerBuilder, ProcessIo, Option<ConsoleSocket>)> {
         if terminal {
-            let socket = ConsoleSocket::bind(&socket_dir.join("consoles"))?;
+            let socket = ConsoleSocket::bind(socket_dir)?;
             let builder = builder.with_console_socket(Some(socket.path()));
             return Ok((builder, ProcessIo::default(), Some(socket)));
         }
