@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: build (or reuse) the real node's components, build the shims and every
 # test binary once, run the unit tests, the conformance suite as a matrix of (containerd 1.6 and
-# 2.x, every built shim), the CRI suite on both, critest with runc and every kwasi handler, the
-# Kubernetes suite on a single-node cluster, then check that nothing was left behind.
+# 2.x, every built shim), the official WASI test suite through each shim, the CRI suite on
+# both, critest with runc and every kwasi handler, the Kubernetes suite on a single-node
+# cluster, then check that nothing was left behind.
 # Needs root and the packages the README lists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,8 @@ if [ -n "$wasmedge_lib" ]; then
     cargo build --profile quick -p kwasi-shim-bin --features wasmedge --bin containerd-shim-wasmedge-v1
     cargo test --profile quick -p kwasi-engine-wasmedge
     cargo test --profile quick -p kwasi-e2e --features wasmedge --test conformance -- wasmedge::
+    cargo test --profile quick -p kwasi-e2e --features wasmedge --test wasi_testsuite \
+        -- --nocapture wasmedge
 else
     echo "wasmedge: SKIPPED its conformance suite: libwasmedge 0.17 not found" \
         "(\$WASMEDGE_DIR, ~/.wasmedge, /usr/local); its engine was type-checked only"
@@ -52,6 +55,8 @@ fi
 
 step "conformance suite"
 cargo test --profile quick -p kwasi-e2e --test conformance
+step "WASI test suite"
+cargo test --profile quick -p kwasi-e2e --test wasi_testsuite -- --nocapture
 step "CRI suite"
 cargo test --profile quick -p kwasi-e2e --test cri
 step "critest"

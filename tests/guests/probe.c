@@ -1,10 +1,13 @@
 // probe: the test guest of kwasi's end-to-end suite. The first argument picks what it does.
 // Rebuild: tests/guests/build.sh
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <wasi/api.h>
 
 extern char **environ;
 
@@ -41,6 +44,29 @@ static int grow(long ms) {
     }
 }
 
+// The fd of the preopened directory named `name`, or -1.
+static int preopen_named(const char *name) {
+    for (__wasi_fd_t fd = 3;; fd++) {
+        __wasi_prestat_t prestat;
+        if (__wasi_fd_prestat_get(fd, &prestat) != 0) return -1;
+        char dir[256];
+        size_t len = prestat.u.dir.pr_name_len;
+        if (len >= sizeof dir || __wasi_fd_prestat_dir_name(fd, (uint8_t *)dir, len) != 0) continue;
+        dir[len] = 0;
+        if (!strcmp(dir, name)) return (int)fd;
+    }
+}
+
+// Prints `what ok`, or `what: <error>` when `result` is not 0; returns whether it failed.
+static int step(const char *what, int result) {
+    if (result == 0) {
+        printf("%s ok\n", what);
+        return 0;
+    }
+    printf("%s: %s\n", what, strerror(errno));
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "hello";
     if (!strcmp(cmd, "hello")) {
@@ -71,15 +97,37 @@ int main(int argc, char **argv) {
         fclose(f);
         return cat(path);
     }
-    if (!strcmp(cmd, "cwd")) {  // cwd FILE: enter $PWD as a WASI program does, read FILE relatively
-        const char *pwd = getenv("PWD");
-        if (pwd && chdir(pwd) != 0) {
-            printf("chdir %s: %s\n", pwd, strerror(errno));
+    if (!strcmp(cmd, "cwd")) {  // cwd FILE: wasi-libc's getcwd, then FILE read through `.`
+        char buf[256];
+        printf("getcwd=%s\n", getcwd(buf, sizeof buf) ? buf : "?");
+        int dot = preopen_named(".");
+        if (dot < 0) {
+            printf("no preopen named .\n");
             return 1;
         }
-        char buf[256];
-        printf("cwd=%s\n", getcwd(buf, sizeof buf) ? buf : "?");
-        return cat(argc > 2 ? argv[2] : "");
+        const char *path = argc > 2 ? argv[2] : "";
+        int fd = openat(dot, path, O_RDONLY);
+        if (fd < 0) {
+            printf("open ./%s: %s\n", path, strerror(errno));
+            return 1;
+        }
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0) fwrite(buf, 1, n, stdout);
+        close(fd);
+        return 0;
+    }
+    if (!strcmp(cmd, "fs")) {  // fs DIR: mkdir, create, rename, unlink, rmdir below DIR
+        char d[256], f[300], g[300];
+        const char *dir = argc > 2 ? argv[2] : "/";
+        snprintf(d, sizeof d, "%s/probe.d", dir);
+        snprintf(f, sizeof f, "%s/f", d);
+        snprintf(g, sizeof g, "%s/g", d);
+        if (step("mkdir", mkdir(d, 0755))) return 1;
+        FILE *file = fopen(f, "w");
+        if (step("create", file ? fclose(file) : -1)) return 1;
+        if (step("rename", rename(f, g))) return 1;
+        if (step("unlink", unlink(g))) return 1;
+        return step("rmdir", rmdir(d));
     }
     if (!strcmp(cmd, "sleep")) {
         printf("sleeping\n");

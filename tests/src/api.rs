@@ -52,9 +52,14 @@ pub struct ApiRun<'a> {
     pub id: &'a str,
     /// `process.args`.
     pub args: &'a [&'a str],
+    /// `process.env`, exactly ([`ApiRun::DEFAULT_ENV`] for what a CRI client would give).
+    pub env: &'a [String],
 }
 
 impl ApiRun<'_> {
+    /// The environment a container gets when nothing else is asked for: a `PATH`.
+    pub const DEFAULT_ENV: &'static str = "PATH=/usr/bin:/bin";
+
     /// Unpacks the image, creates the container and its task, starts it and waits for it to
     /// end; then deletes the task, the container, its snapshot and the lease that kept the
     /// unpacked layers, whether or not it ran. The output is the task's stdout and stderr, and
@@ -159,7 +164,7 @@ impl ApiRun<'_> {
         stdout: &Path,
         stderr: &Path,
     ) -> Result<std::result::Result<i32, String>> {
-        let spec = spec_json(self.id, self.args)?;
+        let spec = spec_json(self.id, self.args, self.env)?;
         ContainersClient::new(session.channel.clone())
             .create(session.request(CreateContainerRequest {
                 container: Some(Container {
@@ -376,18 +381,23 @@ async fn unpack(session: &Session, image: &str) -> Result<String> {
 }
 
 /// The OCI runtime spec a CRI client would give: the runtime-spec defaults (namespaces,
-/// mounts, capabilities), `args`, and a cgroup under the test namespace.
-fn spec_json(id: &str, args: &[&str]) -> Result<Vec<u8>> {
+/// mounts, capabilities), `args`, `env`, and a cgroup under the test namespace.
+fn spec_json(id: &str, args: &[&str], env: &[String]) -> Result<Vec<u8>> {
     use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec};
     let mut spec = Spec::default();
     spec.set_process(Some(
         ProcessBuilder::default()
             .args(args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
-            .env(vec!["PATH=/usr/bin:/bin".to_string()])
+            .env(env.to_vec())
             .cwd("/")
             .build()?,
     ));
-    spec.set_root(Some(RootBuilder::default().path("rootfs").build()?));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(false)
+            .build()?,
+    ));
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(format!("/{NAMESPACE}/{id}").into()));
     }

@@ -382,16 +382,8 @@ mod tests {
 
     #[test]
     fn the_readme_lists_every_known_critest_gap() {
-        let readme =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-                .expect("README.md");
-        for k in KNOWN_GAPS {
-            let row = format!("| {} |", k.spec);
-            assert!(
-                readme.lines().any(|line| line.starts_with(&row)),
-                "README.md has no row starting with `{row}`"
-            );
-        }
+        let rows = KNOWN_GAPS.iter().map(|k| format!("| {} |", k.spec));
+        assert_eq!(crate::missing_readme_rows(rows), Vec::<String>::new());
     }
 }
 

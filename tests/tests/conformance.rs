@@ -56,7 +56,9 @@ conformance!(
         stdout_and_stderr_reach_ctr,
         proc_exit_code_is_the_task_exit_status,
         args_and_env_reach_the_module,
-        cwd_reaches_the_module_as_its_working_directory,
+        cwd_reaches_the_module_as_the_preopen_named_dot,
+        the_environment_is_exactly_the_specs,
+        files_are_made_renamed_and_removed_below_the_rootfs_and_a_rw_mount_not_a_ro_one,
         the_module_reads_a_file_shipped_in_the_image,
         the_module_writes_a_new_file_in_its_rootfs,
         a_read_only_mount_cannot_be_written_by_the_module,
@@ -203,7 +205,7 @@ fn args_and_env_reach_the_module(shim: &Shim) {
     assert_clean(&c, &id);
 }
 
-fn cwd_reaches_the_module_as_its_working_directory(shim: &Shim) {
+fn cwd_reaches_the_module_as_the_preopen_named_dot(shim: &Shim) {
     let (_dir, file) = shipped("data in /srv\n", "/srv/data.txt");
     let (c, image) = with_probe(shim, &["--workdir", "/srv", "--file", &file]);
     let id = unique_id("cwd");
@@ -214,9 +216,68 @@ fn cwd_reaches_the_module_as_its_working_directory(shim: &Shim) {
         &id,
         &["/app.wasm", "cwd", "data.txt"],
     );
-    assert_eq!(out.status, 0, "{out:?}");
-    assert_eq!(out.stdout, "cwd=/srv\ndata in /srv\n");
+    // wasi-libc keeps its own working directory, which starts at `/`; `data.txt` opened
+    // through the preopen `.` is the one in the WORKDIR.
+    assert_output(&out, 0, "getcwd=/\ndata in /srv\n");
     assert_clean(&c, &id);
+}
+
+fn the_environment_is_exactly_the_specs(shim: &Shim) {
+    let c = shim.containerd().expect("starting containerd");
+    let image = c
+        .import_wasm_for_api(
+            "kwasi.test/probe-env",
+            &guests_dir().join("probe.wasm"),
+            &[],
+        )
+        .unwrap();
+    let id = unique_id("env");
+    let env = ["A=1".to_string(), "B=two words".to_string()];
+    let out = c.run_via_api_with_env(shim.runtime, &image, &id, &["/app.wasm", "args"], &env);
+    assert_output(
+        &out,
+        0,
+        "arg[0]=/app.wasm\narg[1]=args\nenv A=1\nenv B=two words\n",
+    );
+    assert_clean(&c, &id);
+}
+
+fn files_are_made_renamed_and_removed_below_the_rootfs_and_a_rw_mount_not_a_ro_one(shim: &Shim) {
+    let (rw, ro) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rw_mount = format!(
+        "type=bind,src={},dst=/scratch,options=rbind:rw",
+        rw.path().display()
+    );
+    let ro_mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        ro.path().display()
+    );
+    let (c, image) = with_probe(shim, &[]);
+    let every_step = "mkdir ok\ncreate ok\nrename ok\nunlink ok\nrmdir ok\n";
+    for (dir, expected) in [
+        ("/", Some(every_step)),
+        ("/scratch", Some(every_step)),
+        ("/data", None),
+    ] {
+        let id = unique_id("fs");
+        let out = c.run(
+            shim.runtime,
+            &["--mount", &rw_mount, "--mount", &ro_mount],
+            &image,
+            &id,
+            &["/app.wasm", "fs", dir],
+        );
+        match expected {
+            Some(expected) => assert_output(&out, 0, expected),
+            None => {
+                assert_eq!(out.status, 1, "{dir}: {out:?}");
+                assert!(out.stdout.starts_with("mkdir: "), "{dir}: {out:?}");
+            }
+        }
+        assert_clean(&c, &id);
+    }
+    assert_eq!(std::fs::read_dir(rw.path()).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(ro.path()).unwrap().count(), 0);
 }
 
 fn the_module_reads_a_file_shipped_in_the_image(shim: &Shim) {

@@ -177,8 +177,9 @@ pub struct Workload {
     pub args: Vec<String>,
     /// The guest's environment, as `KEY=VALUE` pairs split at the first `=`.
     pub env: Vec<(String, String)>,
-    /// The working directory (`process.cwd`). WASI has no such notion: the core passes it to
-    /// the guest as `PWD` in [`Workload::env`] and resolves a relative module path against it.
+    /// The working directory (`process.cwd`). WASI has no such notion: the guest gets it as
+    /// its first preopen, named `.` ([`Workload::preopens`]), and a relative module path
+    /// resolves against it.
     pub cwd: PathBuf,
     /// Directories the guest may open, with their access rights.
     pub preopens: Vec<Preopen>,

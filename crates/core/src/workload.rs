@@ -53,8 +53,9 @@ impl Workload {
     /// `process.args[0]` names the module; a `#name` suffix (`/app.wasm#serve`) selects the
     /// exported function `name` instead of `_start`. When the image ships the module as a wasm
     /// layer ([`Workload::use_layer`]), `args[0]` may be only `#name`, or missing. The guest
-    /// sees `/` (read-write unless `root.readonly`) and every bind mount of a directory under
-    /// its destination, read-only when the mount has the `ro` option.
+    /// sees its working directory as `.`, `/` (read-write unless `root.readonly`) and every
+    /// bind mount of a directory under its destination, read-only when the mount has the
+    /// `ro` option; its environment is exactly `process.env`.
     pub fn from_spec(spec: &Spec) -> Result<Workload, WorkloadError> {
         let process = spec.process().as_ref().ok_or(WorkloadError::NoArgs)?;
         let mut args = process.args().clone().unwrap_or_default();
@@ -72,7 +73,7 @@ impl Workload {
         } else {
             cwd.join(&module)
         };
-        let mut env: Vec<(String, String)> = process
+        let env: Vec<(String, String)> = process
             .env()
             .iter()
             .flatten()
@@ -81,11 +82,6 @@ impl Workload {
                 None => (kv.clone(), String::new()),
             })
             .collect();
-        // WASI has no working directory: pass it the way WASI ports read it (Go's wasip1
-        // runtime, for one), unless the spec sets PWD itself.
-        if !env.iter().any(|(k, _)| k == "PWD") {
-            env.push(("PWD".to_string(), cwd.display().to_string()));
-        }
         let root_read_only = spec
             .root()
             .as_ref()
@@ -114,6 +110,22 @@ impl Workload {
                 read_only: options.iter().any(|o| o == "ro"),
             });
         }
+        // The working directory goes first, as `.`: wasi-libc (C, Rust's std) takes `.` and `/`
+        // for the same prefix and lets the later preopen win, so absolute paths keep resolving
+        // against `/`; a guest that opens relative paths through `.` finds them in `cwd`.
+        let cwd_read_only = preopens
+            .iter()
+            .filter(|p| cwd.starts_with(&p.host_path))
+            .max_by_key(|p| p.host_path.as_os_str().len())
+            .is_some_and(|p| p.read_only);
+        preopens.insert(
+            0,
+            Preopen {
+                host_path: cwd.clone(),
+                guest_path: ".".to_string(),
+                read_only: cwd_read_only,
+            },
+        );
         Ok(Workload {
             module_path,
             entry,
@@ -292,9 +304,37 @@ mod tests {
     }
 
     #[test]
-    fn cwd_is_passed_as_pwd() {
+    fn the_environment_is_exactly_the_specs() {
         let w = Workload::from_spec(&spec(&["/a.wasm"], "/srv")).unwrap();
-        assert_eq!(w.env.last(), Some(&("PWD".to_string(), "/srv".to_string())));
+        let spec_env = spec(&["/a.wasm"], "/srv")
+            .process()
+            .clone()
+            .unwrap()
+            .env()
+            .clone();
+        let env: Vec<String> = w.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(Some(env), spec_env);
+    }
+
+    #[test]
+    fn cwd_is_the_first_preopen_named_dot() {
+        // (The spec's rootfs is read-only: oci-spec's default.)
+        let w = Workload::from_spec(&spec(&["/a.wasm"], "/srv")).unwrap();
+        assert_eq!(
+            w.preopens[..2],
+            [
+                Preopen {
+                    host_path: "/srv".into(),
+                    guest_path: ".".into(),
+                    read_only: true,
+                },
+                Preopen {
+                    host_path: "/".into(),
+                    guest_path: "/".into(),
+                    read_only: true,
+                },
+            ]
+        );
     }
 
     #[test]
@@ -334,7 +374,41 @@ mod tests {
 
     #[test]
     fn ro_mounts_become_read_only_preopens_and_system_mounts_are_hidden() {
-        let mut s = spec(&["/a.wasm"], "/");
+        let s = spec_with_mounts("/");
+        let w = Workload::from_spec(&s).unwrap();
+        let view: Vec<_> = w
+            .preopens
+            .iter()
+            .map(|p| (p.guest_path.as_str(), p.read_only))
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                (".", true),
+                ("/", true),
+                ("/data", true),
+                ("/scratch", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_working_directory_is_as_writable_as_the_mount_it_is_in() {
+        let read_only = |cwd| {
+            Workload::from_spec(&spec_with_mounts(cwd))
+                .unwrap()
+                .preopens[0]
+                .read_only
+        };
+        assert!(read_only("/data/sub"));
+        assert!(!read_only("/scratch"));
+        assert!(read_only("/srv"));
+    }
+
+    /// A spec with a read-only rootfs, `/proc`, a read-only mount at `/data` and a read-write
+    /// one at `/scratch`.
+    fn spec_with_mounts(cwd: &str) -> Spec {
+        let mut s = spec(&["/a.wasm"], cwd);
         s.set_root(Some(
             RootBuilder::default()
                 .path("rootfs")
@@ -361,16 +435,7 @@ mod tests {
                 .build()
                 .unwrap(),
         ]));
-        let w = Workload::from_spec(&s).unwrap();
-        let view: Vec<_> = w
-            .preopens
-            .iter()
-            .map(|p| (p.guest_path.as_str(), p.read_only))
-            .collect();
-        assert_eq!(
-            view,
-            vec![("/", true), ("/data", true), ("/scratch", false)]
-        );
+        s
     }
 
     #[test]

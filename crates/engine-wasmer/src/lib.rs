@@ -16,7 +16,8 @@ use wasmer::{Module, RuntimeError, Store};
 use wasmer_types::ModuleHash;
 use wasmer_wasix::os::task::thread::WasiThreadError;
 use wasmer_wasix::virtual_fs::{host_fs, FileSystem};
-use wasmer_wasix::{WasiEnv, WasiError};
+use wasmer_wasix::wasmer_wasix_types::wasi::Rights;
+use wasmer_wasix::{WasiEnv, WasiError, WasiFs, WasiInodes};
 
 /// Runs WASI preview 1 modules with wasmer.
 #[derive(Clone, Default)]
@@ -110,6 +111,7 @@ impl Engine for WasmerEngine {
             .envs(workload.env.iter().map(|(k, v)| (k, v)))
             .engine(self.engine().clone())
             .fs(root)
+            .setup_fs(Box::new(fit_the_preopens))
             .current_dir(&workload.cwd);
         for preopen in workload.existing_preopens() {
             let writable = !preopen.read_only;
@@ -141,6 +143,40 @@ impl Engine for WasmerEngine {
         wasi.on_exit(&mut store, Some(code.into()));
         outcome
     }
+}
+
+/// What wasmer-wasix's virtual root (fd 3, which only holds preopens: creating a file or a
+/// directory in it is refused) is named for the guest.
+const VIRTUAL_ROOT_NAME: &str = "/.wasmer-virtual-root";
+
+/// Makes the preopens what guests expect of a WASI runtime, which wasmer-wasix's are not:
+///
+/// - its virtual root is named `/` too: renamed, a guest that takes the first preopen named `/`
+///   for its root (the WASI test suite's, for one) finds the container's root, where it may
+///   create files, not the virtual one;
+/// - a preopened directory has `fd_write` among its rights, and wasmer-wasix refuses to open a
+///   directory asked with that right (`EISDIR`): a guest that opens a directory with the
+///   rights of the one it opened it from (Rust's `std` does) could not open any. Directories
+///   lose `fd_write` (meaningless for them, and absent from other runtimes' preopens); what
+///   they pass on to files opened below them keeps it.
+fn fit_the_preopens(_: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
+    let poisoned = |what: &str| format!("wasmer-wasix's {what} lock is poisoned");
+    *fs.root_inode
+        .name
+        .write()
+        .map_err(|_| poisoned("virtual root"))? = VIRTUAL_ROOT_NAME.into();
+    let preopens = fs
+        .preopen_fds
+        .read()
+        .map_err(|_| poisoned("preopens"))?
+        .clone();
+    let mut fds = fs.fd_map.write().map_err(|_| poisoned("descriptors"))?;
+    for fd in preopens {
+        if let Some(inner) = fds.get_mut(fd) {
+            inner.rights.remove(Rights::FD_WRITE);
+        }
+    }
+    Ok(())
 }
 
 /// Calls `entry` and returns the guest's exit code.
