@@ -26,6 +26,7 @@ fn the_suite_passes_but_for_the_expected_failures(shim: &Shim) {
             .import(&c)
             .unwrap_or_else(|e| panic!("{}: {e:#}", test.name));
         if let Some(why) = test.run(&c, shim, &image) {
+            println!("{}: {} failed: {why}", shim.engine, test.name);
             failed.push((test.name.as_str(), why));
         }
     }

@@ -9,8 +9,6 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 
 use super::executor::WasmExecutor;
 use super::ProcessIo;
@@ -45,12 +43,8 @@ fn start<E: Engine>(
     config: &ExecConfig,
     process_file: &Path,
 ) -> Result<(i32, ProcessIo)> {
-    let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-        .with_executor(executor)
-        .with_root_path(state_root)
-        .map_err(|e| anyhow!("{e}"))?;
     let (builder, io, console) =
-        ProcessIo::attach(builder, &config.stdio, config.terminal, state_root)?;
+        ProcessIo::builder(id, state_root, executor, &config.stdio, config.terminal)?;
     let pid = builder
         .as_tenant()
         .with_process(Some(process_file))

@@ -128,6 +128,7 @@ impl<E: Engine> Runtime for SandboxRuntime<E> {
             container: Mutex::new(container),
             rootfs,
             memory,
+            cgroup: Mutex::new(None),
             executor: executor.for_exec(seccomp),
             processes: Mutex::new(processes),
         })
@@ -145,12 +146,13 @@ impl<E: Engine> SandboxRuntime<E> {
     ) -> Result<(Libcontainer, ProcessIo)> {
         std::fs::create_dir_all(&self.state_root)
             .with_context(|| format!("creating {}", self.state_root.display()))?;
-        let builder = ContainerBuilder::new(task.id.clone(), SyscallType::Linux)
-            .with_executor(executor)
-            .with_root_path(&self.state_root)
-            .map_err(|e| anyhow!("{e}"))?;
-        let (builder, io, console) =
-            ProcessIo::attach(builder, &task.stdio, task.terminal, &self.state_root)?;
+        let (builder, io, console) = ProcessIo::builder(
+            &task.id,
+            &self.state_root,
+            executor,
+            &task.stdio,
+            task.terminal,
+        )?;
         let container = builder
             .validate_id()
             .map_err(|e| anyhow!("{e}"))?
@@ -171,17 +173,23 @@ pub(crate) struct ProcessIo {
 }
 
 impl ProcessIo {
-    /// Gives `builder` the process's stdio: containerd's fifos, or, for a terminal, a socket
-    /// that libcontainer sends the terminal's master to ([`ProcessIo::with_console`] takes
-    /// it once the process exists).
-    fn attach(
-        builder: ContainerBuilder,
+    /// libcontainer's builder for a process of container `id` (the init process, or an exec
+    /// one), run by `executor`, with its stdio: containerd's fifos, or, for a terminal, a
+    /// socket that libcontainer sends the terminal's master to ([`ProcessIo::with_console`]
+    /// takes it once the process exists).
+    fn builder<E: Engine>(
+        id: &str,
+        state_root: &Path,
+        executor: WasmExecutor<E>,
         stdio: &StdioPaths,
         terminal: bool,
-        socket_dir: &Path,
     ) -> Result<(ContainerBuilder, ProcessIo, Option<ConsoleSocket>)> {
+        let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+            .with_executor(executor)
+            .with_root_path(state_root)
+            .map_err(|e| anyhow!("{e}"))?;
         if terminal {
-            let socket = ConsoleSocket::bind(socket_dir)?;
+            let socket = ConsoleSocket::bind(state_root)?;
             let builder = builder.with_console_socket(Some(socket.path()));
             return Ok((builder, ProcessIo::default(), Some(socket)));
         }
@@ -214,6 +222,8 @@ pub struct Sandbox<E: Engine> {
     container: Mutex<Libcontainer>,
     rootfs: rootfs::MountedRootfs,
     memory: Option<MemoryCgroup>,
+    /// The container's cgroup manager, once opened ([`Sandbox::with_cgroup`]).
+    cgroup: Mutex<Option<AnyCgroupManager>>,
     /// Runs exec processes: files of the rootfs, wasm or native, never the image's layer.
     executor: WasmExecutor<E>,
     /// The stdio of each process (`None`: the init process).
@@ -229,17 +239,24 @@ impl<E: Engine> Sandbox<E> {
         self.processes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cgroup(&self) -> Result<AnyCgroupManager> {
+    /// Calls `f` with the container's cgroup manager, opened on the first call (which reads the
+    /// container's state) and kept for the next ones: Stats and Update come often.
+    fn with_cgroup<T>(&self, f: impl FnOnce(&AnyCgroupManager) -> Result<T>) -> Result<T> {
+        let mut cgroup = self.cgroup.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(manager) = cgroup.as_ref() {
+            return f(manager);
+        }
         let spec = self
             .container()
             .spec()
             .map_err(|e| anyhow!("reading the container's config: {e}"))?;
-        create_cgroup_manager(CgroupConfig {
+        let manager = create_cgroup_manager(CgroupConfig {
             cgroup_path: spec.cgroup_path,
             systemd_cgroup: self.systemd,
             container_name: self.id.clone(),
         })
-        .map_err(|e| anyhow!("opening the container's cgroup: {e}"))
+        .map_err(|e| anyhow!("opening the container's cgroup: {e}"))?;
+        f(cgroup.insert(manager))
     }
 }
 
@@ -284,28 +301,33 @@ impl<E: Engine> Container for Sandbox<E> {
     }
 
     fn pids(&self) -> Result<Vec<i32>> {
-        let pids = self
-            .cgroup()?
-            .get_all_pids()
-            .map_err(|e| anyhow!("listing the container's pids: {e}"))?;
+        let pids = self.with_cgroup(|cgroup| {
+            cgroup
+                .get_all_pids()
+                .map_err(|e| anyhow!("listing the container's pids: {e}"))
+        })?;
         Ok(pids.into_iter().map(|p| p.as_raw()).collect())
     }
 
     fn stats(&self) -> Result<Stats> {
-        self.cgroup()?
-            .stats()
-            .map_err(|e| anyhow!("reading the container's cgroup: {e}"))
+        self.with_cgroup(|cgroup| {
+            cgroup
+                .stats()
+                .map_err(|e| anyhow!("reading the container's cgroup: {e}"))
+        })
     }
 
     fn update(&self, resources: &LinuxResources) -> Result<()> {
-        self.cgroup()?
-            .apply(&ControllerOpt {
-                resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
-            .map_err(|e| anyhow!("updating the container's cgroup: {e}"))
+        self.with_cgroup(|cgroup| {
+            cgroup
+                .apply(&ControllerOpt {
+                    resources,
+                    disable_oom_killer: false,
+                    oom_score_adj: None,
+                    freezer_state: None,
+                })
+                .map_err(|e| anyhow!("updating the container's cgroup: {e}"))
+        })
     }
 
     fn memory_cgroup(&self) -> Option<MemoryCgroup> {

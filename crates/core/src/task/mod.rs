@@ -145,8 +145,14 @@ fn signal(number: u32) -> Result<Signal, TaskError> {
         .map_err(|_| TaskError::InvalidArgument(format!("invalid signal {number}")))
 }
 
-/// The OCI JSON in an `Any` (a process spec, resources), as containerd sends it.
-fn from_json<T: serde::de::DeserializeOwned>(any: &Any, what: &str) -> Result<T, TaskError> {
+/// The OCI JSON in a request's `Any` (a process spec, resources), as containerd sends it;
+/// `what` names it in the error when it is missing or malformed.
+fn required_json<T: serde::de::DeserializeOwned>(
+    any: Option<&Any>,
+    what: &str,
+) -> Result<T, TaskError> {
+    let any =
+        any.ok_or_else(|| TaskError::InvalidArgument(format!("the request has no {what}")))?;
     serde_json::from_slice(&any.value)
         .map_err(|e| TaskError::InvalidArgument(format!("decoding the {what}: {e}")))
 }
@@ -284,12 +290,7 @@ impl<E: Engine> TaskApi for TaskService<E> {
     }
 
     fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        let process = req
-            .spec
-            .as_ref()
-            .ok_or_else(|| TaskError::InvalidArgument("an exec needs a process spec".into()))
-            .and_then(|any| from_json(any, "exec process spec"))
-            .map_err(rpc_error)?;
+        let process = required_json(req.spec.as_ref(), "exec process spec").map_err(rpc_error)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -318,12 +319,7 @@ impl<E: Engine> TaskApi for TaskService<E> {
     }
 
     fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        let resources = req
-            .resources
-            .as_ref()
-            .ok_or_else(|| TaskError::InvalidArgument("an update needs resources".into()))
-            .and_then(|any| from_json(any, "resources"))
-            .map_err(rpc_error)?;
+        let resources = required_json(req.resources.as_ref(), "resources").map_err(rpc_error)?;
         self.service
             .update(&req.id, &resources)
             .map_err(rpc_error)?;
