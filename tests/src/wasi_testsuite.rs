@@ -65,11 +65,6 @@ pub const EXPECTED_FAILURES: &[ExpectedFailure] = &[
     },
     ExpectedFailure {
         engine: "wasmer",
-        test: "rust/fd_fdstat_set_rights",
-        reason: "wasmer-wasix: `fd_fdstat_set_rights` widening a descriptor's rights answers `ACCES`, not `NOTCAPABLE`",
-    },
-    ExpectedFailure {
-        engine: "wasmer",
         test: "rust/fd_flags_set",
         reason: "wasmer-wasix: `fd_fdstat_set_flags` does not change how later writes land (append)",
     },
@@ -121,12 +116,12 @@ pub const EXPECTED_FAILURES: &[ExpectedFailure] = &[
     ExpectedFailure {
         engine: "wasmer",
         test: "rust/renumber",
-        reason: "wasmer-wasix: `fd_renumber` leaves its source descriptor open",
+        reason: "wasmer-wasix: the descriptor that `fd_renumber` makes does not keep the source's rights (`fd_fdstat_get` answers 0)",
     },
     ExpectedFailure {
         engine: "wasmer",
         test: "rust/stdio",
-        reason: "wasmer-wasix: `fd_renumber` from a standard stream leaves the stream's descriptor open",
+        reason: "wasmer-wasix: a standard stream's descriptor still answers `fd_fdstat_get` once `fd_renumber` has moved it away",
     },
     ExpectedFailure {
         engine: "wasmer",

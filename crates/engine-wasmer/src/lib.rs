@@ -6,7 +6,13 @@
 //! The `wasmer::Engine` is created lazily, in the container process, on the first
 //! [`Engine::compile`]: the shim process never holds a compiler. WASIX needs a tokio runtime
 //! for its blocking calls (sleep, poll, stdin); [`Engine::run`] makes a one-worker runtime.
+//!
+//! Where wasmer-wasix differs from WASI preview 1 and an embedder can reach it, the crate
+//! mends it: the guest's filesystem in `rootfs`, calls' answers in `fixes`, the preopens in
+//! `fit_the_preopens`. The official WASI test suite (`tests/tests/wasi_testsuite.rs`) lists
+//! what is left, call by call.
 
+mod fixes;
 mod rootfs;
 
 use std::sync::{Arc, OnceLock};
@@ -15,9 +21,10 @@ use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload};
 use wasmer::{Module, RuntimeError, Store};
 use wasmer_types::ModuleHash;
 use wasmer_wasix::os::task::thread::WasiThreadError;
+use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 use wasmer_wasix::virtual_fs::{host_fs, FileSystem};
 use wasmer_wasix::wasmer_wasix_types::wasi::Rights;
-use wasmer_wasix::{WasiEnv, WasiError, WasiFs, WasiInodes};
+use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiError, WasiFs, WasiInodes};
 
 /// Runs WASI preview 1 modules with wasmer.
 #[derive(Clone, Default)]
@@ -106,10 +113,15 @@ impl Engine for WasmerEngine {
             .split_first()
             .map(|(first, rest)| (first.as_str(), rest))
             .unwrap_or(("", &[]));
+        let mut wasix =
+            PluggableRuntime::new(Arc::new(TokioTaskManager::new(runtime.handle().clone())));
+        wasix
+            .set_engine(self.engine().clone())
+            .with_instantiation_hook(fixes::PreviewOneFixes);
         let mut builder = WasiEnv::builder(program)
             .args(args)
             .envs(workload.env.iter().map(|(k, v)| (k, v)))
-            .engine(self.engine().clone())
+            .runtime(Arc::new(wasix))
             .fs(root)
             .setup_fs(Box::new(fit_the_preopens))
             .current_dir(&workload.cwd);
