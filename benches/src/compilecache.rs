@@ -4,9 +4,11 @@
 //! `_start` calls each in turn, then prints a line), ships it as an `application/wasm` layer
 //! (`kwasi image build --layer-type wasm`), and for every built shim alternates, N rounds: a
 //! run with that engine's cache emptied (cold: the shim compiles and stores the module) and a
-//! run again (warm: it loads the stored form). Each run goes through containerd's API as a
-//! CRI client would (create container and task, start, wait, delete), since `ctr` 1.6.20
-//! cannot run an image with a wasm layer. Prints both medians and their ratio.
+//! run again (warm: it loads the stored form), and a warm run of a small module of the same
+//! kind (one function, a few hundred bytes) as the floor a warm start cannot go below. Each
+//! run goes through containerd's API as a CRI client would (create container and task,
+//! start, wait, delete), since `ctr` 1.6.20 cannot run an image with a wasm layer. Prints the
+//! medians and their ratios (cold/warm, and warm large/warm small).
 //!
 //! Usage: `compilecache [ROUNDS] [FUNCTIONS]` (defaults 10 and 16000), after
 //! `cargo build --release`, as root.
@@ -50,32 +52,37 @@ fn main() -> Result<()> {
     // containerd 1.6.20 cannot unpack an image with a wasm layer: run it as a CRI client
     // would, through the API (see kwasi_e2e::api).
     let image = c.import_wasm_layered("kwasi.bench/large", &path, &["--layer-type", "wasm"])?;
+    let small_path = c.dir().join("small.wasm");
+    std::fs::write(&small_path, wat::parse_str(large_module(1))?)?;
+    let small =
+        c.import_wasm_layered("kwasi.bench/small", &small_path, &["--layer-type", "wasm"])?;
 
     for shim in &shims {
         let cache = c.cache_dir().join(shim.engine);
-        let (mut cold, mut warm) = (Vec::new(), Vec::new());
-        // One run of the large module: how long it took, as the client saw it.
-        let timed = |id: String| -> Result<std::time::Duration> {
+        let (mut cold, mut warm, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+        // One run of a module: how long it took, as the client saw it.
+        let timed = |image: &str, id: String| -> Result<std::time::Duration> {
             let t = Instant::now();
-            check(
-                &c.run_layered(shim.runtime, &image, &id, &["#_start"]),
-                DONE,
-            )?;
+            check(&c.run_layered(shim.runtime, image, &id, &["#_start"]), DONE)?;
             Ok(t.elapsed())
         };
         for i in 0..rounds {
             std::fs::remove_dir_all(&cache).ok();
-            cold.push(timed(format!("cold{i}-{}", shim.engine))?);
-            warm.push(timed(format!("warm{i}-{}", shim.engine))?);
+            cold.push(timed(&image, format!("cold{i}-{}", shim.engine))?);
+            warm.push(timed(&image, format!("warm{i}-{}", shim.engine))?);
+            timed(&small, format!("small-cold{i}-{}", shim.engine))?;
+            floor.push(timed(&small, format!("small-warm{i}-{}", shim.engine))?);
         }
-        let (cold, warm) = (median(&mut cold), median(&mut warm));
+        let (cold, warm, floor) = (median(&mut cold), median(&mut warm), median(&mut floor));
         println!(
             "{:<9} cold (compile + store) {:>9.1} ms   warm (load) {:>7.1} ms   cold/warm {:>6.1} x   \
-             (medians of {rounds} alternated runs)",
+             small module warm {:>6.1} ms   warm large/small {:>5.2} x   (medians of {rounds} alternated runs)",
             shim.engine,
             ms(cold),
             ms(warm),
-            cold.as_secs_f64() / warm.as_secs_f64()
+            cold.as_secs_f64() / warm.as_secs_f64(),
+            ms(floor),
+            warm.as_secs_f64() / floor.as_secs_f64()
         );
     }
     Ok(())

@@ -10,16 +10,20 @@
 //!   shipped in different images is compiled once.
 //! - Entries are written to a temporary name and renamed into place, so a reader never sees
 //!   a half-written entry and concurrent first starts at worst compile twice. Each entry
-//!   carries the length and CRC-32 of its payload: a corrupted or truncated entry is detected,
-//!   removed and rebuilt, never loaded. (A checksum, not a cryptographic hash: it guards
+//!   ends with the length and CRC-32 of its payload: a corrupted or truncated entry is
+//!   detected, removed and rebuilt, never loaded. (A checksum, not a cryptographic hash: it guards
 //!   against damage, and checks 36 MB in a few milliseconds where SHA-256 took 20; whoever
 //!   can write the cache directory is root on the node anyway.)
+//!
+//! - A stored entry is mapped, not read: its payload starts the file, so an engine that can
+//!   map compiled code from a file ([`Engine::load_precompiled_file`]) runs it from the page
+//!   cache, without copying it, and the containers of one module share its pages.
 //!
 //! The shim opens the cache directory; the container process, which compiles, reaches it
 //! through that descriptor after `pivot_root`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -32,8 +36,8 @@ use crate::engine::{Engine, EngineError, Scratch, WasmBytes};
 const DEFAULT_ROOT: &str = "/var/lib/kwasi/cache";
 /// The environment variable that overrides it.
 pub const CACHE_DIR_ENV: &str = "KWASI_CACHE_DIR";
-/// The first bytes of every entry.
-const MAGIC: &[u8; 8] = b"KWASIC2\n";
+/// The first bytes of every entry's trailer.
+const MAGIC: &[u8; 8] = b"KWASIC3\n";
 
 /// A cache directory for one engine, open in the shim and usable after `pivot_root`.
 #[derive(Debug)]
@@ -89,8 +93,17 @@ impl CompileCache {
             }
         };
         let key = wasm.sha256_hex();
-        if let Some(payload) = read_entry(&subdir, &key) {
-            match engine.load_precompiled(&payload) {
+        if let Some(entry) = read_entry(&subdir, &key) {
+            let path = PathBuf::from(format!("/proc/self/fd/{}/{key}", subdir.as_raw_fd()));
+            // Mapping code from the file can fail where loading it from memory works (a cache
+            // on a `noexec` mount): then the entry is still good.
+            let loaded = engine
+                .load_precompiled_file(&path, entry.payload())
+                .or_else(|err| {
+                    log::debug!("compile cache: entry {key} not mapped ({err}); loading a copy");
+                    engine.load_precompiled(entry.payload())
+                });
+            match loaded {
                 Ok(module) => return Ok((module, Outcome::Hit)),
                 Err(err) => {
                     log::warn!("compile cache: dropping entry {key}: {err}");
@@ -158,42 +171,45 @@ fn remove_at(dir: &OwnedFd, name: &str) {
     );
 }
 
-/// The payload of entry `key`, if present and intact; a damaged entry is removed.
-fn read_entry(dir: &OwnedFd, key: &str) -> Option<Vec<u8>> {
-    let mut file = open_at(dir, key, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty()).ok()?;
-    // The header first, then the payload straight into a buffer of its size: no copy.
-    let mut head = [0u8; HEADER_LEN];
-    let mut payload = Vec::new();
-    let read = file.read_exact(&mut head).and_then(|()| {
-        let len = u64::from_le_bytes(
-            head[MAGIC.len()..MAGIC.len() + 8]
-                .try_into()
-                .unwrap_or_default(),
-        );
-        // Never trust a damaged length with an allocation: cap it by the file's size.
-        let size = file.metadata()?.len();
-        payload.reserve_exact(len.min(size) as usize);
-        file.read_to_end(&mut payload)
-    });
-    if read.is_err() || head[..] != header(&payload)[..] {
-        log::warn!("compile cache: entry {key} is damaged; rebuilding it");
-        remove_at(dir, key);
-        return None;
-    }
-    Some(payload)
+/// A stored entry, mapped: its payload, then its trailer.
+struct Entry {
+    map: memmap2::Mmap,
 }
 
-/// The length of an entry's header: the magic, the payload's length (u64) and CRC-32 (u32),
-/// little-endian.
-const HEADER_LEN: usize = MAGIC.len() + 8 + 4;
+impl Entry {
+    fn payload(&self) -> &[u8] {
+        &self.map[..self.map.len() - TRAILER_LEN]
+    }
+}
 
-/// An entry's header for `payload`.
-fn header(payload: &[u8]) -> Vec<u8> {
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    header
+/// Entry `key`, if present and intact; a damaged entry is removed.
+fn read_entry(dir: &OwnedFd, key: &str) -> Option<Entry> {
+    let file = open_at(dir, key, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty()).ok()?;
+    // SAFETY: entries are never written in place (they are written under another name and
+    // renamed), so the mapped file does not change while it is mapped.
+    let intact = unsafe { memmap2::Mmap::map(&file) }
+        .ok()
+        .filter(|map| map.len() >= TRAILER_LEN)
+        .map(|map| Entry { map })
+        .filter(|entry| entry.map[entry.map.len() - TRAILER_LEN..] == trailer(entry.payload())[..]);
+    if intact.is_none() {
+        log::warn!("compile cache: entry {key} is damaged or from an older kwasi; rebuilding it");
+        remove_at(dir, key);
+    }
+    intact
+}
+
+/// The length of an entry's trailer: the magic, the payload's length (u64) and CRC-32 (u32),
+/// little-endian.
+const TRAILER_LEN: usize = MAGIC.len() + 8 + 4;
+
+/// An entry's trailer for `payload`.
+fn trailer(payload: &[u8]) -> Vec<u8> {
+    let mut trailer = Vec::with_capacity(TRAILER_LEN);
+    trailer.extend_from_slice(MAGIC);
+    trailer.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    trailer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    trailer
 }
 
 /// Writes entry `key` under a temporary name and renames it into place.
@@ -206,8 +222,8 @@ fn write_entry(dir: &OwnedFd, key: &str, payload: &[u8]) -> std::io::Result<()> 
         Mode::from_bits_truncate(0o600),
     )?;
     let written = file
-        .write_all(&header(payload))
-        .and_then(|()| file.write_all(payload))
+        .write_all(payload)
+        .and_then(|()| file.write_all(&trailer(payload)))
         .and_then(|()| file.sync_data());
     let renamed = written.and_then(|()| {
         renameat(
@@ -244,10 +260,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    /// The payload of an entry whose header, length and checksum are right.
+    /// The payload of an entry whose trailer, length and checksum are right.
     fn verify(data: &[u8]) -> Option<&[u8]> {
-        let payload = data.get(HEADER_LEN..)?;
-        (data[..HEADER_LEN] == header(payload)[..]).then_some(payload)
+        let payload = data.get(..data.len().checked_sub(TRAILER_LEN)?)?;
+        (data[payload.len()..] == trailer(payload)[..]).then_some(payload)
     }
 
     /// An engine whose "compiled form" is the module reversed, counting compiles.
@@ -287,6 +303,15 @@ mod tests {
         fn load_precompiled(&self, compiled: &[u8]) -> Result<Vec<u8>, EngineError> {
             Ok(compiled.iter().rev().copied().collect())
         }
+        /// Reads the compiled form from the file, as an engine that maps it does.
+        fn load_precompiled_file(
+            &self,
+            path: &Path,
+            compiled: &[u8],
+        ) -> Result<Vec<u8>, EngineError> {
+            let file = std::fs::read(path).map_err(|e| EngineError::Other(e.to_string()))?;
+            self.load_precompiled(&file[..compiled.len()])
+        }
     }
 
     fn wasm(bytes: &[u8]) -> WasmBytes {
@@ -317,6 +342,54 @@ mod tests {
         let (m, o) = cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
         assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Hit));
         assert_eq!(engine.compiles.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_stored_entry_starts_with_the_compiled_form_so_that_engines_can_map_it() {
+        let (_root, _cache, _engine, entry) = one_entry();
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(bytes.starts_with(b"fedcba"), "{bytes:?}");
+        assert_eq!(verify(&bytes), Some(&b"fedcba"[..]));
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_mapped_is_loaded_from_memory_and_kept() {
+        #[derive(Clone, Default)]
+        struct Unmappable(Fake);
+        impl Engine for Unmappable {
+            type Module = Vec<u8>;
+            fn name(&self) -> &'static str {
+                self.0.name()
+            }
+            fn compile(&self, wasm: &WasmBytes) -> Result<Vec<u8>, EngineError> {
+                self.0.compile(wasm)
+            }
+            fn exports_entry(&self, m: &Vec<u8>, entry: &str) -> bool {
+                self.0.exports_entry(m, entry)
+            }
+            fn run(&self, m: Vec<u8>, w: &crate::engine::Workload) -> Result<i32, EngineError> {
+                self.0.run(m, w)
+            }
+            fn fingerprint(&self) -> Option<String> {
+                self.0.fingerprint()
+            }
+            fn precompile(&self, wasm: &WasmBytes, s: &Scratch) -> Result<Vec<u8>, EngineError> {
+                self.0.precompile(wasm, s)
+            }
+            fn load_precompiled(&self, compiled: &[u8]) -> Result<Vec<u8>, EngineError> {
+                self.0.load_precompiled(compiled)
+            }
+            fn load_precompiled_file(&self, _: &Path, _: &[u8]) -> Result<Vec<u8>, EngineError> {
+                Err(EngineError::Other("the cache is on a noexec mount".into()))
+            }
+        }
+        let root = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(root.path(), "fake").unwrap();
+        let engine = Unmappable::default();
+        cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
+        let (m, o) = cache.load_or_compile(&engine, &wasm(b"abc")).unwrap();
+        assert_eq!((m.as_slice(), o), (&b"abc"[..], Outcome::Hit));
+        assert_eq!(engine.0.compiles.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -91,6 +91,20 @@ pub trait Engine: Clone + Send + Sync + 'static {
             self.name()
         )))
     }
+
+    /// Loads an entry of the compile cache: `compiled` (as for [`Engine::load_precompiled`])
+    /// is mapped from the start of the file at `path`, which has a trailer of the cache's
+    /// after it. An engine that can run compiled code mapped from a file overrides this, so
+    /// that its code is not copied and the containers of one module share its pages; by
+    /// default, `compiled` is loaded.
+    fn load_precompiled_file(
+        &self,
+        path: &Path,
+        compiled: &[u8],
+    ) -> Result<Self::Module, EngineError> {
+        let _ = path;
+        self.load_precompiled(compiled)
+    }
 }
 
 /// A private, writable directory on the node's disk for an ahead-of-time compiler that works

@@ -105,6 +105,24 @@ pub fn a_precompiled_module_loads_and_runs_if_the_engine_precompiles<E: Engine>(
     }
 }
 
+/// A precompiled module loads from a file that holds it followed by other bytes (the compile
+/// cache's trailer), as the cache hands it over.
+pub fn a_precompiled_module_loads_from_the_start_of_a_file<E: Engine>(engine: E) {
+    if engine.fingerprint().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let compiled = engine
+        .precompile(&wasm(EXIT_7), &Scratch::under(dir.path()))
+        .unwrap();
+    let path = dir.path().join("entry");
+    let mut file = compiled.clone();
+    file.extend_from_slice(b"a trailer of twenty bytes");
+    std::fs::write(&path, file).unwrap();
+    let module = engine.load_precompiled_file(&path, &compiled).unwrap();
+    assert_eq!(engine.run(module, &workload(DEFAULT_ENTRY)).unwrap(), 7);
+}
+
 /// A trap is reported as [`EngineError::Trap`], which ends the task with 134.
 pub fn a_trap_is_reported_as_a_trap<E: Engine>(engine: E) {
     let module = engine.compile(&wasm(TRAP)).unwrap();
@@ -127,6 +145,7 @@ macro_rules! engine_tests {
                 only_exported_functions_without_params_or_results_are_entries,
                 corrupted_bytes_fail_compile_with_an_invalid_module_error,
                 a_precompiled_module_loads_and_runs_if_the_engine_precompiles,
+                a_precompiled_module_loads_from_the_start_of_a_file,
                 a_trap_is_reported_as_a_trap);
         }
     };

@@ -12,6 +12,7 @@
 
 mod component;
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY};
@@ -155,6 +156,23 @@ impl Engine for WasmtimeEngine {
                     .map(Compiled::Component)
             }
             _ => unsafe { Module::deserialize(self.engine_for_modules()?, compiled) }
+                .map(Compiled::Module),
+        };
+        loaded
+            .map_err(|e| EngineError::Other(format!("loading precompiled code: {}", one_line(&e))))
+    }
+
+    /// Maps the code from the cache's file (wasmtime ignores the cache's trailer after its
+    /// artifact): nothing is copied, and every container of the module shares its pages.
+    fn load_precompiled_file(&self, path: &Path, compiled: &[u8]) -> Result<Compiled, EngineError> {
+        // SAFETY: as for `load_precompiled`; and the cache never changes an entry in place
+        // (entries are renamed into place, and a damaged one is removed, not rewritten).
+        let loaded = match wasmtime::Engine::detect_precompiled(compiled) {
+            Some(Precompiled::Component) => {
+                unsafe { Component::deserialize_file(self.engine_for_components()?, path) }
+                    .map(Compiled::Component)
+            }
+            _ => unsafe { Module::deserialize_file(self.engine_for_modules()?, path) }
                 .map(Compiled::Module),
         };
         loaded
