@@ -69,6 +69,37 @@ fn pooled_config() -> wasmtime::Config {
 }
 
 impl WasmtimeEngine {
+    /// Loads precompiled code: `compiled`, copied, or mapped from the file at `path` that
+    /// starts with it.
+    fn load(&self, compiled: &[u8], path: Option<&Path>) -> Result<Compiled, EngineError> {
+        let component = matches!(
+            wasmtime::Engine::detect_precompiled(compiled),
+            Some(Precompiled::Component)
+        );
+        // SAFETY: the core hands back only bytes that `precompile` produced with the same
+        // fingerprint, checked against their checksum (wasmtime also checks its version and
+        // configuration in the artifact's header), and never changes a cache entry's file in
+        // place (entries are renamed into place; a damaged one is removed, not rewritten).
+        let loaded = unsafe {
+            match (component, path) {
+                (true, None) => Component::deserialize(self.engine_for_components()?, compiled)
+                    .map(Compiled::Component),
+                (true, Some(path)) => {
+                    Component::deserialize_file(self.engine_for_components()?, path)
+                        .map(Compiled::Component)
+                }
+                (false, None) => {
+                    Module::deserialize(self.engine_for_modules()?, compiled).map(Compiled::Module)
+                }
+                (false, Some(path)) => {
+                    Module::deserialize_file(self.engine_for_modules()?, path).map(Compiled::Module)
+                }
+            }
+        };
+        loaded
+            .map_err(|e| EngineError::Other(format!("loading precompiled code: {}", one_line(&e))))
+    }
+
     fn engine_for_modules(&self) -> Result<&wasmtime::Engine, EngineError> {
         if let Some(engine) = self.modules.get() {
             return Ok(engine);
@@ -147,36 +178,13 @@ impl Engine for WasmtimeEngine {
     }
 
     fn load_precompiled(&self, compiled: &[u8]) -> Result<Compiled, EngineError> {
-        // SAFETY: the core hands back only bytes that `precompile` produced with the same
-        // fingerprint, checked against their checksum; wasmtime also checks its version and
-        // configuration in the artifact's header.
-        let loaded = match wasmtime::Engine::detect_precompiled(compiled) {
-            Some(Precompiled::Component) => {
-                unsafe { Component::deserialize(self.engine_for_components()?, compiled) }
-                    .map(Compiled::Component)
-            }
-            _ => unsafe { Module::deserialize(self.engine_for_modules()?, compiled) }
-                .map(Compiled::Module),
-        };
-        loaded
-            .map_err(|e| EngineError::Other(format!("loading precompiled code: {}", one_line(&e))))
+        self.load(compiled, None)
     }
 
     /// Maps the code from the cache's file (wasmtime ignores the cache's trailer after its
     /// artifact): nothing is copied, and every container of the module shares its pages.
     fn load_precompiled_file(&self, path: &Path, compiled: &[u8]) -> Result<Compiled, EngineError> {
-        // SAFETY: as for `load_precompiled`; and the cache never changes an entry in place
-        // (entries are renamed into place, and a damaged one is removed, not rewritten).
-        let loaded = match wasmtime::Engine::detect_precompiled(compiled) {
-            Some(Precompiled::Component) => {
-                unsafe { Component::deserialize_file(self.engine_for_components()?, path) }
-                    .map(Compiled::Component)
-            }
-            _ => unsafe { Module::deserialize_file(self.engine_for_modules()?, path) }
-                .map(Compiled::Module),
-        };
-        loaded
-            .map_err(|e| EngineError::Other(format!("loading precompiled code: {}", one_line(&e))))
+        self.load(compiled, Some(path))
     }
 
     fn run(&self, compiled: Compiled, workload: &Workload) -> Result<i32, EngineError> {
