@@ -11,9 +11,9 @@
 //! - Entries are written to a temporary name and renamed into place, so a reader never sees
 //!   a half-written entry and concurrent first starts at worst compile twice. Each entry
 //!   ends with the length and CRC-32 of its payload: a corrupted or truncated entry is
-//!   detected, removed and rebuilt, never loaded. (A checksum, not a cryptographic hash: it guards
-//!   against damage, and checks 36 MB in a few milliseconds where SHA-256 took 20; whoever
-//!   can write the cache directory is root on the node anyway.)
+//!   detected, removed and rebuilt, never loaded. (A checksum, not a cryptographic hash: it
+//!   guards against damage, and checks 36 MB in a few milliseconds where SHA-256 took 20;
+//!   whoever can write the cache directory is root on the node anyway.)
 //!
 //! - A stored entry is mapped, not read: its payload starts the file, so an engine that can
 //!   map compiled code from a file ([`Engine::load_precompiled_file`]) runs it from the page

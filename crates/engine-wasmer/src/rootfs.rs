@@ -110,16 +110,15 @@ fn host(path: &Path) -> PathBuf {
     Path::new("/").join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// The error a failed call of the host's gives the guest: the errno's own, where the generic
-/// conversion would make "directory not empty" or "not a directory" an I/O error.
+/// The error a failed call of the host's gives the guest: the generic conversion, but for the
+/// errnos it would turn into an I/O error ("directory not empty", "not a directory",
+/// "read-only filesystem", "cross-device link").
 fn fs_error(err: io::Error) -> FsError {
     use nix::errno::Errno;
     match err.raw_os_error().map(Errno::from_raw) {
         Some(Errno::ENOTEMPTY) => FsError::DirectoryNotEmpty,
         Some(Errno::ENOTDIR) => FsError::BaseNotDirectory,
-        Some(Errno::EROFS | Errno::EPERM | Errno::EACCES) => FsError::PermissionDenied,
-        Some(Errno::EEXIST) => FsError::AlreadyExists,
-        Some(Errno::ENOENT) => FsError::EntryNotFound,
+        Some(Errno::EROFS) => FsError::PermissionDenied,
         Some(Errno::EXDEV) => FsError::Unsupported,
         _ => FsError::from(err),
     }
