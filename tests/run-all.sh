@@ -57,6 +57,8 @@ step "conformance suite"
 cargo test --profile quick -p kwasi-e2e --test conformance
 step "WASI test suite"
 cargo test --profile quick -p kwasi-e2e --test wasi_testsuite -- --nocapture
+step "Spin applications"
+cargo test --profile quick -p kwasi-e2e --test spin
 step "CRI suite"
 cargo test --profile quick -p kwasi-e2e --test cri
 step "critest"

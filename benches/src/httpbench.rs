@@ -8,7 +8,11 @@
 //! CONNECTIONS connections on 2 threads, after one warm-up run each. Prints the medians and
 //! the ratios kwasi / wasmtime serve.
 //!
-//! Usage: `httpbench [ROUNDS] [SECONDS] [CONNECTIONS]` (defaults 7, 10 and 64), as root, after
+//! `httpbench spin` compares instead the same component as a Spin app (a `spin.toml` routing
+//! `/...` to it, under `containerd-shim-spin-v2`) with the plain component under the wasmtime
+//! shim, both through the same containerd: the cost of Spin's routing and headers.
+//!
+//! Usage: `httpbench [spin] [ROUNDS] [SECONDS] [CONNECTIONS]` (defaults 7, 10 and 64), as root, after
 //! `cargo build --release`, with `wrk` (Debian's package) on the PATH and the
 //! `wasmtime` CLI in `$WASMTIME` or on the PATH (`cargo install --locked wasmtime-cli
 //! --version 48.0.0`, the wasmtime the shim is built with).
@@ -29,15 +33,38 @@ struct Load {
 }
 
 fn main() -> Result<()> {
-    let mut argv = std::env::args().skip(1);
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let spin = argv.first().is_some_and(|a| a == "spin");
+    if spin {
+        argv.remove(0);
+    }
+    let mut argv = argv.into_iter();
     let mut next = |default: u64, what: &str| -> Result<u64> {
         argv.next()
             .map_or(Ok(default), |n| n.parse())
             .with_context(|| what.to_string())
     };
-    let rounds = next(7, "ROUNDS")? as usize;
-    let seconds = next(10, "SECONDS")?;
-    let connections = next(64, "CONNECTIONS")?;
+    let load = LoadPlan {
+        rounds: next(7, "ROUNDS")? as usize,
+        seconds: next(10, "SECONDS")?,
+        connections: next(64, "CONNECTIONS")?,
+    };
+    if spin {
+        spin_against_plain(&load)
+    } else {
+        shim_against_wasmtime_serve(&load)
+    }
+}
+
+/// How hard and how long to load each server.
+struct LoadPlan {
+    rounds: usize,
+    seconds: u64,
+    connections: u64,
+}
+
+/// The component under kwasi's wasmtime shim against `wasmtime serve`.
+fn shim_against_wasmtime_serve(load: &LoadPlan) -> Result<()> {
     Shim::WASMTIME.built();
     let wasmtime = std::env::var_os("WASMTIME")
         .map(PathBuf::from)
@@ -50,17 +77,13 @@ fn main() -> Result<()> {
 
     let c = Containerd::start(Release::V2)?;
     let image = c.import_wasm("kwasi.bench/http", &component, &[])?;
-    let kwasi_addr = http::free_addr();
-    let listen = format!("WASMTIME_HTTP_PROXY_SOCKET_ADDR={kwasi_addr}");
-    let id = unique_id("httpbench");
-    let _kwasi = c.spawn_run(
-        Shim::WASMTIME.runtime,
-        &["--net-host", "--env", &listen],
+    let kwasi = serve_in_containerd(
+        &c,
+        Shim::WASMTIME,
         &image,
-        &id,
         &[],
+        "WASMTIME_HTTP_PROXY_SOCKET_ADDR",
     )?;
-    http::wait_listening(kwasi_addr, Duration::from_secs(30))?;
 
     let serve_addr = http::free_addr();
     let serve = ServeProcess(
@@ -75,38 +98,136 @@ fn main() -> Result<()> {
             .context("starting wasmtime serve")?,
     );
     http::wait_listening(serve_addr, Duration::from_secs(30))?;
-    println!(
-        "{}; wrk -t2 -c{connections} -d{seconds}s, {rounds} alternated rounds",
-        String::from_utf8_lossy(&version.stdout).trim()
-    );
+    println!("{}", String::from_utf8_lossy(&version.stdout).trim());
+    compare(load, ("kwasi", kwasi.addr), ("wasmtime serve", serve_addr))?;
+    drop(serve);
+    stop(&c, &kwasi)
+}
 
+/// The same handler as a Spin app (a `spin.toml` routing `/...` to it, under
+/// `containerd-shim-spin-v2`) against the plain component (under the wasmtime shim): what
+/// Spin's routing and headers cost.
+fn spin_against_plain(load: &LoadPlan) -> Result<()> {
+    Shim::WASMTIME.built();
+    Shim::SPIN.built();
+    let component = guests_dir().join("http.wasm");
+    let c = Containerd::start(Release::V2)?;
+    let plain_image = c.import_wasm("kwasi.bench/http", &component, &[])?;
+    let toml = c.dir().join("spin.toml");
+    std::fs::write(
+        &toml,
+        "spin_manifest_version = 2\n[application]\nname = \"bench\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\
+         [component.hello]\nsource = \"http.wasm\"\n",
+    )?;
+    let spin_image = c.import_wasm(
+        "kwasi.bench/spin-http",
+        &component,
+        &[
+            "--module-path",
+            "/app/http.wasm",
+            "--file",
+            &format!("{}:/app/spin.toml", toml.display()),
+        ],
+    )?;
+    let spin = serve_in_containerd(
+        &c,
+        Shim::SPIN,
+        &spin_image,
+        &["/app/spin.toml"],
+        "SPIN_HTTP_LISTEN_ADDR",
+    )?;
+    let plain = serve_in_containerd(
+        &c,
+        Shim::WASMTIME,
+        &plain_image,
+        &[],
+        "WASMTIME_HTTP_PROXY_SOCKET_ADDR",
+    )?;
+    compare(
+        load,
+        ("spin app", spin.addr),
+        ("plain component", plain.addr),
+    )?;
+    stop(&c, &spin)?;
+    stop(&c, &plain)
+}
+
+/// A task serving HTTP through containerd, and the `ctr run` that runs it.
+struct Served {
+    id: String,
+    addr: SocketAddr,
+    _run: RunningCtr,
+}
+
+/// Runs `image` with `shim` on the host's network, listening where `listen_var` says, and
+/// waits until it listens.
+fn serve_in_containerd(
+    c: &Containerd,
+    shim: Shim,
+    image: &str,
+    args: &[&str],
+    listen_var: &str,
+) -> Result<Served> {
+    let addr = http::free_addr();
+    let listen = format!("{listen_var}={addr}");
+    let id = unique_id("httpbench");
+    let run = c.spawn_run(
+        shim.runtime,
+        &["--net-host", "--env", &listen],
+        image,
+        &id,
+        args,
+    )?;
+    http::wait_listening(addr, Duration::from_secs(120))?;
+    Ok(Served {
+        id,
+        addr,
+        _run: run,
+    })
+}
+
+fn stop(c: &Containerd, served: &Served) -> Result<()> {
+    let kill = c.ctr(&["task", "kill", &served.id]);
+    if kill.status != 0 {
+        bail!("stopping the kwasi task {}: {kill:?}", served.id);
+    }
+    Ok(())
+}
+
+/// Loads `a` and `b` in alternated rounds after a warm-up each; prints each round, the
+/// medians and the ratios a / b.
+fn compare(load: &LoadPlan, a: (&str, SocketAddr), b: (&str, SocketAddr)) -> Result<()> {
+    let LoadPlan {
+        rounds,
+        seconds,
+        connections,
+    } = *load;
+    println!("wrk -t2 -c{connections} -d{seconds}s, {rounds} alternated rounds");
     // Warm-up: the first requests fill the pools and caches of both servers.
-    wrk(kwasi_addr, 2, connections)?;
-    wrk(serve_addr, 2, connections)?;
+    wrk(a.1, 2, connections)?;
+    wrk(b.1, 2, connections)?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let a = wrk(kwasi_addr, seconds, connections)?;
-        let b = wrk(serve_addr, seconds, connections)?;
+        let x = wrk(a.1, seconds, connections)?;
+        let y = wrk(b.1, seconds, connections)?;
         println!(
-            "round {round}: kwasi {:>9.0} rps p99 {:>6.2} ms | wasmtime serve {:>9.0} rps p99 {:>6.2} ms",
-            a.rps, a.p99_ms, b.rps, b.p99_ms
+            "round {round}: {} {:>9.0} rps p99 {:>6.2} ms | {} {:>9.0} rps p99 {:>6.2} ms",
+            a.0, x.rps, x.p99_ms, b.0, y.rps, y.p99_ms
         );
-        ours.push(a);
-        theirs.push(b);
+        ours.push(x);
+        theirs.push(y);
     }
     let (ours_rps, ours_p99) = medians(&ours);
     let (theirs_rps, theirs_p99) = medians(&theirs);
     println!(
-        "median: kwasi {ours_rps:.0} rps, p99 {ours_p99:.2} ms | wasmtime serve {theirs_rps:.0} rps, \
+        "median: {} {ours_rps:.0} rps, p99 {ours_p99:.2} ms | {} {theirs_rps:.0} rps, \
          p99 {theirs_p99:.2} ms | rps ratio {:.2} x, p99 ratio {:.2} x",
+        a.0,
+        b.0,
         ours_rps / theirs_rps,
         ours_p99 / theirs_p99
     );
-    drop(serve);
-    let kill = c.ctr(&["task", "kill", &id]);
-    if kill.status != 0 {
-        bail!("stopping the kwasi task: {kill:?}");
-    }
     Ok(())
 }
 

@@ -105,6 +105,44 @@ pub trait Engine: Clone + Send + Sync + 'static {
         let _ = path;
         self.load_precompiled(compiled)
     }
+
+    /// The file name of an application manifest that this engine runs from a container's
+    /// filesystem (`spin.toml`), if it runs applications of several components. The core
+    /// hands the engine such a file ([`AppSource::Manifest`]) when `process.args[0]` names
+    /// one, or when `process.args` is empty, `/` or absent and the working directory holds
+    /// one. `None` (the default): the engine runs one module per container.
+    fn app_manifest_name(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Loads an application of several components: from its image's layers, or from a
+    /// manifest in the container's filesystem. `compile` compiles one of its modules or
+    /// components through the core's compile cache. Called at `create`, like
+    /// [`Engine::compile`]; [`Engine::run`] then runs what it returns, and
+    /// [`Engine::exports_entry`] is not asked. By default an application is refused.
+    fn load_app(
+        &self,
+        app: AppSource<'_>,
+        workload: &Workload,
+        compile: &dyn Fn(&WasmBytes) -> Result<Self::Module, EngineError>,
+    ) -> Result<Self::Module, EngineError> {
+        let _ = (app, workload, compile);
+        Err(EngineError::Other(format!(
+            "the image is a Spin application; the {} shim runs one module per container (Spin \
+             applications run with the spin shim, runtime io.containerd.spin.v2)",
+            self.name()
+        )))
+    }
+}
+
+/// Where an application of several components comes from ([`Engine::load_app`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AppSource<'a> {
+    /// Its image's layers: every layer that is not a rootfs tar, in manifest order (for
+    /// Spin, the wasm and data layers and the locked app).
+    Layers(&'a [crate::image::layers::WasmLayer]),
+    /// Its manifest, a file in the container's filesystem.
+    Manifest(&'a Path),
 }
 
 /// A private, writable directory on the node's disk for an ahead-of-time compiler that works

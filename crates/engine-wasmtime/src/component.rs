@@ -128,25 +128,71 @@ pub(crate) fn serve(
 ) -> Result<i32, EngineError> {
     let config = HttpConfig::from_env(&workload.env, Resources::of_this_process())
         .map_err(|e| EngineError::Other(e.to_string()))?;
-    let pre = linker(engine, true)?
-        .instantiate_pre(component)
-        .and_then(ProxyPre::new)
-        .map_err(|e| EngineError::Other(format!("preparing the component: {}", one_line(&e))))?;
-    let handler = ProxyHandler {
-        pre,
-        workload: workload.clone(),
-    };
+    let handler = HttpService::prepare(engine, component, workload.env.clone())?;
     kwasi_core::http::serve(&config, handler)
         .map(|shutdown| shutdown.exit_code())
         .map_err(|e| EngineError::Other(e.to_string()))
 }
 
-struct ProxyHandler {
+/// A `wasi:http/incoming-handler` component, linked and ready to answer requests, each in a
+/// fresh instance. It is the [`kwasi_core::http::Handler`] of a plain HTTP component, and the
+/// building block of applications that route requests to several components.
+#[derive(Clone)]
+pub struct HttpService {
     pre: ProxyPre<Host>,
-    workload: Workload,
+    env: Vec<(String, String)>,
 }
 
-impl kwasi_core::http::Handler for ProxyHandler {
+/// The body of a response from an [`HttpService`].
+pub type ResponseBody = HyperOutgoingBody;
+
+/// The error of a [`ResponseBody`].
+pub type ResponseBodyError = wasmtime_wasi_http::Error;
+
+impl HttpService {
+    /// Links `component` with WASI and `wasi:http` and checks that it exports
+    /// `wasi:http/incoming-handler`. The error names an import that is not provided.
+    pub fn new(
+        engine: &crate::WasmtimeEngine,
+        component: &crate::Compiled,
+        env: Vec<(String, String)>,
+    ) -> Result<HttpService, EngineError> {
+        let crate::Compiled::Component(component) = component else {
+            return Err(EngineError::Other(
+                "is a core module, not a wasi:http component".to_string(),
+            ));
+        };
+        HttpService::prepare(engine.engine_for_components()?, component, env)
+    }
+
+    fn prepare(
+        engine: &wasmtime::Engine,
+        component: &Component,
+        env: Vec<(String, String)>,
+    ) -> Result<HttpService, EngineError> {
+        let pre = linker(engine, true)?
+            .instantiate_pre(component)
+            .and_then(ProxyPre::new)
+            .map_err(|e| {
+                EngineError::Other(format!("preparing the component: {}", one_line(&e)))
+            })?;
+        Ok(HttpService { pre, env })
+    }
+
+    /// A response with a fixed body, of the type the component's responses have.
+    pub fn fixed_response(status: u16, body: &'static str) -> hyper::Response<ResponseBody> {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Full::new(hyper::body::Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut response = hyper::Response::new(body);
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+        response
+    }
+}
+
+impl kwasi_core::http::Handler for HttpService {
     type Body = HyperOutgoingBody;
     type BodyError = wasmtime_wasi_http::Error;
 
@@ -161,7 +207,7 @@ impl kwasi_core::http::Handler for ProxyHandler {
         let wasi = WasiCtx::builder()
             .inherit_stdout()
             .inherit_stderr()
-            .envs(&self.workload.env)
+            .envs(&self.env)
             .build();
         let mut store = Store::new(self.pre.engine(), Host::new(wasi));
         let request = request.map(|body| {

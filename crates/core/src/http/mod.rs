@@ -23,4 +23,4 @@ mod server;
 
 pub use body::{BodyError, RequestBody};
 pub use config::*;
-pub use server::{serve, Admission, Handler, ServeError, Shutdown};
+pub use server::{serve, Admission, ClientAddr, Handler, ServeError, Shutdown};

@@ -42,6 +42,11 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Response<Self::Body>, String>> + Send;
 }
 
+/// The address of the client that sent a request: an extension of every request a
+/// [`Handler`] gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// A request's place among the ones running at once; dropping it lets the next one in.
 #[derive(Debug)]
 pub struct Admission {
@@ -136,8 +141,8 @@ impl<H: Handler> Server<H> {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(err) => {
                             // Out of descriptors, most likely: let connections close first.
                             log::warn!("accepting a connection on {addr}: {err}");
@@ -147,7 +152,8 @@ impl<H: Handler> Server<H> {
                     };
                     let _ = stream.set_nodelay(true);
                     let server = Arc::clone(&self);
-                    let service = hyper::service::service_fn(move |request| {
+                    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(ClientAddr(peer));
                         Arc::clone(&server).respond(request)
                     });
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

@@ -14,12 +14,13 @@ use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 use oci_spec::image::{Arch, Descriptor, ImageIndex, ImageManifest};
 
-use super::{WasmLayerType, WASM_ARTIFACT_CONFIG, WASM_PLATFORM_OS};
+use super::{WasmLayerType, SPIN_APPLICATION, WASM_ARTIFACT_CONFIG, WASM_PLATFORM_OS};
 
 /// How deep image indexes may nest before kwasi gives up.
 const MAX_INDEX_DEPTH: usize = 4;
 
-/// A module read from an image's wasm layer.
+/// A layer of a wasm image, read from containerd's content store: a module, or, in an
+/// application's image, any of its layers (wasm, data, archive, locked app).
 #[derive(Debug, Clone)]
 pub struct WasmLayer {
     /// The layer's digest (`sha256:…`): the SHA-256 of [`WasmLayer::bytes`], which
@@ -29,8 +30,18 @@ pub struct WasmLayer {
     pub media_type: String,
     /// The layer's `org.opencontainers.image.title` annotation, if any.
     pub title: Option<String>,
-    /// The module's bytes.
+    /// The layer's bytes.
     pub bytes: Vec<u8>,
+}
+
+/// What a container's image holds besides its rootfs.
+#[derive(Debug, Clone)]
+pub enum ImageContent {
+    /// One module or component, in a wasm layer.
+    Module(WasmLayer),
+    /// An application of several components (Spin's layout, with a
+    /// [`SPIN_APPLICATION`] layer): every layer that is not a rootfs tar, in manifest order.
+    Application(Vec<WasmLayer>),
 }
 
 /// Why a container's image cannot be run.
@@ -69,7 +80,11 @@ pub enum ImageProblem {
         media_type: String,
     },
     /// More than one wasm layer: kwasi would not know which to run.
-    #[error("{} wasm layers ({}); kwasi runs one module per container", .0.len(), .0.join(", "))]
+    #[error(
+        "{} wasm layers ({}) and no application layer saying how they fit together; kwasi runs \
+         one module per container, or a Spin application",
+        .0.len(), .0.join(", ")
+    )]
     SeveralWasmLayers(Vec<String>),
     /// A blob the image names is not in the content store.
     #[error("blob {0} is not in containerd's content store (import or pull the whole image)")]
@@ -92,15 +107,16 @@ pub enum ImageProblem {
     TooDeep,
 }
 
-/// The module in the wasm layer of container `container_id`'s image, if its image has one.
+/// The module in the wasm layer of container `container_id`'s image, or the layers of the
+/// application it is, if its image has either.
 ///
 /// `None` when the container has no image, the image is gone, or it has no wasm layer (an
 /// ordinary image, whose module is a file in the rootfs).
-pub fn wasm_layer(
+pub fn image_content(
     address: &str,
     namespace: &str,
     container_id: &str,
-) -> Result<Option<WasmLayer>, LayerError> {
+) -> Result<Option<ImageContent>, LayerError> {
     let containerd_error = |reason: String| LayerError::Containerd {
         address: address.to_string(),
         reason,
@@ -124,7 +140,7 @@ pub fn wasm_layer(
             return Ok(None);
         };
         store
-            .wasm_layer(&image)
+            .content(&image)
             .await
             .map_err(|problem| match problem {
                 Fetch::Problem(problem) => LayerError::Image {
@@ -204,8 +220,9 @@ impl Store {
             .map(|target| ImageRef { name, target }))
     }
 
-    /// The wasm layer of `image`'s manifest (through its indexes), read from the content store.
-    async fn wasm_layer(&self, image: &ImageRef) -> Result<Option<WasmLayer>, Fetch> {
+    /// The wasm layer of `image`'s manifest (through its indexes), or its application's
+    /// layers, read from the content store.
+    async fn content(&self, image: &ImageRef) -> Result<Option<ImageContent>, Fetch> {
         let mut target = image.target.clone();
         let mut depth = 0;
         while is_index(&target) {
@@ -227,24 +244,39 @@ impl Store {
         let blob = self.read(&target).await?;
         let manifest = ImageManifest::from_reader(&blob[..])
             .map_err(|e| malformed(&target, "image manifest", e))?;
+        if let Some(layers) = application_layers_of(&manifest) {
+            let mut read = Vec::with_capacity(layers.len());
+            for layer in layers {
+                read.push(self.layer(layer).await?);
+            }
+            return Ok(Some(ImageContent::Application(read)));
+        }
         let Some(layer) = wasm_layer_of(&manifest)? else {
             return Ok(None);
         };
+        self.layer(layer)
+            .await
+            .map(|l| Some(ImageContent::Module(l)))
+    }
+
+    /// A layer, read whole; a wasm layer must hold a wasm binary.
+    async fn layer(&self, layer: &Descriptor) -> Result<WasmLayer, Fetch> {
         let bytes = self.read(layer).await?;
         let digest = layer.digest().to_string();
-        if !bytes.starts_with(b"\0asm") {
+        let media_type = layer.media_type().to_string();
+        if WasmLayerType::from_media_type(&media_type).is_some() && !bytes.starts_with(b"\0asm") {
             return Err(ImageProblem::NotWasm(digest).into());
         }
-        Ok(Some(WasmLayer {
+        Ok(WasmLayer {
             digest,
-            media_type: layer.media_type().to_string(),
+            media_type,
             title: layer
                 .annotations()
                 .as_ref()
                 .and_then(|a| a.get("org.opencontainers.image.title"))
                 .cloned(),
             bytes,
-        }))
+        })
     }
 
     /// A whole blob from the content store.
@@ -324,6 +356,24 @@ pub(crate) fn choose_manifest(index: &ImageIndex) -> Option<&Descriptor> {
         (None, [only]) => Some(only),
         (None, _) => None,
     }
+}
+
+/// The layers of an application image (one with a [`SPIN_APPLICATION`] layer): every layer
+/// but the rootfs tars, in order. `None` for any other image.
+pub(crate) fn application_layers_of(manifest: &ImageManifest) -> Option<Vec<&Descriptor>> {
+    let layers = manifest.layers();
+    if !layers
+        .iter()
+        .any(|l| l.media_type().to_string() == SPIN_APPLICATION)
+    {
+        return None;
+    }
+    let rootfs = |d: &&Descriptor| {
+        let media_type = d.media_type().to_string();
+        media_type.starts_with("application/vnd.oci.image.layer.")
+            || media_type.starts_with("application/vnd.docker.image.rootfs.")
+    };
+    Some(layers.iter().filter(|l| !rootfs(l)).collect())
 }
 
 /// The layer holding the module, if the manifest has one; an error when the manifest is a
@@ -466,6 +516,34 @@ mod tests {
                 DIGEST_B.into()
             ]))
         );
+    }
+
+    #[test]
+    fn a_spin_application_is_every_layer_but_the_rootfs_tars() {
+        let m = manifest(
+            IMAGE_CONFIG,
+            &[
+                (WasmLayerType::Spin.media_type(), DIGEST_A),
+                (TAR, DIGEST_C),
+                (WasmLayerType::Spin.media_type(), DIGEST_B),
+                (SPIN_APPLICATION, DIGEST_C),
+            ],
+        );
+        let digests: Vec<String> = application_layers_of(&m)
+            .unwrap()
+            .iter()
+            .map(|d| d.digest().to_string())
+            .collect();
+        assert_eq!(digests, [DIGEST_A, DIGEST_B, DIGEST_C]);
+    }
+
+    #[test]
+    fn an_image_without_a_locked_app_is_no_application() {
+        let m = manifest(
+            IMAGE_CONFIG,
+            &[(WasmLayerType::Spin.media_type(), DIGEST_A)],
+        );
+        assert!(application_layers_of(&m).is_none());
     }
 
     #[test]

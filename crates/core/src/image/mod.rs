@@ -2,7 +2,8 @@
 //! `ctr images import` ([`archive`]), and reading a container's module from its image's wasm
 //! layer in containerd's content store ([`layers`]).
 //!
-//! Three ways to ship a module as a layer are recognised (see [`WasmLayerType`]); a CNCF wasm
+//! Three ways to ship a module as a layer are recognised (see [`WasmLayerType`]), and Spin's
+//! application layout (wasm, data and archive layers with a locked app, [`SPIN_APPLICATION`]); a CNCF wasm
 //! artifact is a manifest whose config has the media type [`WASM_ARTIFACT_CONFIG`] and whose
 //! one layer is `application/wasm`. Behind an image index, the manifest for the wasm platform
 //! (`os` `wasip1`/`wasip2` or architecture `wasm`) is used, or the only manifest there is.
@@ -52,6 +53,19 @@ impl WasmLayerType {
             .find(|t| t.media_type() == media_type)
     }
 }
+
+/// The media type of the layer holding a Spin application's locked app (`spin.lock` JSON).
+/// An image with such a layer is an application of several components: every layer of it
+/// that is not a rootfs tar is read, and the engine loads them as one
+/// ([`crate::engine::Engine::load_app`]).
+pub const SPIN_APPLICATION: &str = "application/vnd.fermyon.spin.application.v1+config";
+
+/// The media type of a Spin application's static file layer: one file, as is.
+pub const WASM_DATA: &str = "application/vnd.wasm.content.layer.v1+data";
+
+/// The media type of a Spin application's archive layer: a directory of static files, as a
+/// gzipped tar.
+pub const WASM_ARCHIVE: &str = "application/vnd.wasm.content.bundle.v1.tar+gzip";
 
 /// The `os` values of a wasm platform in an image index.
 pub const WASM_PLATFORM_OS: [&str; 2] = ["wasip1", "wasip2"];

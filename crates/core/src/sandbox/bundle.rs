@@ -10,8 +10,10 @@ use oci_spec::runtime::Spec;
 /// Rewrites the bundle's `config.json` where libcontainer would refuse what runc accepts:
 /// the recursive rootfs propagations `rshared`, `rslave` and `rprivate` (CRI sets them for
 /// bidirectional and host-to-container mount propagation) become `shared`, `slave` and
-/// `private`, which libcontainer always applies recursively. A spec that needs no change is
-/// not written.
+/// `private`, which libcontainer always applies recursively; a process without arguments (a
+/// wasm layer or a Spin app needs none, and SpinKube's pods often give none) gets one empty
+/// argument, which libcontainer requires and kwasi reads as "no program named". A spec that
+/// needs no change is not written.
 pub(crate) fn adapt_for_libcontainer(bundle: &Path) -> Result<()> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -24,8 +26,15 @@ pub(crate) fn adapt_for_libcontainer(bundle: &Path) -> Result<()> {
 
 /// Adapts `spec` in place; returns whether it changed.
 fn adapt(spec: &mut Spec) -> bool {
+    let mut changed = false;
+    if let Some(process) = spec.process_mut() {
+        if process.args().as_ref().is_none_or(Vec::is_empty) {
+            process.set_args(Some(vec![String::new()]));
+            changed = true;
+        }
+    }
     let Some(linux) = spec.linux_mut() else {
-        return false;
+        return changed;
     };
     let recursive = linux
         .rootfs_propagation()
@@ -38,7 +47,7 @@ fn adapt(spec: &mut Spec) -> bool {
             linux.set_rootfs_propagation(Some(base));
             true
         }
-        None => false,
+        None => changed,
     }
 }
 
@@ -68,6 +77,18 @@ mod tests {
             assert!(adapt(&mut spec));
             assert_eq!(propagation(&spec).as_deref(), Some(wanted));
         }
+    }
+
+    #[test]
+    fn a_process_without_arguments_gets_one_empty_argument() {
+        let mut spec = SpecBuilder::default().build().unwrap();
+        spec.process_mut().as_mut().unwrap().set_args(Some(vec![]));
+        assert!(adapt(&mut spec));
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_deref(),
+            Some(&[String::new()][..])
+        );
+        assert!(!adapt(&mut spec));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use crate::cache::CompileCache;
-use crate::engine::{Engine, EngineError, Workload, DEFAULT_ENTRY};
+use crate::engine::{AppSource, Engine, EngineError, WasmBytes, Workload, DEFAULT_ENTRY};
 use crate::http::{HttpConfig, Resources};
-use crate::image::layers::WasmLayer;
+use crate::image::layers::ImageContent;
 use crate::workload::native_program;
 
 /// Runs a task's workload in the container process: a wasm workload with engine `E`, or a
@@ -25,7 +25,8 @@ use crate::workload::native_program;
 pub(crate) struct WasmExecutor<E: Engine> {
     engine: E,
     cache: Option<Arc<CompileCache>>,
-    wasm_layer: Option<Arc<WasmLayer>>,
+    /// What the image holds besides its rootfs: a wasm layer, or an application's layers.
+    image: Option<Arc<ImageContent>>,
     /// For exec processes: the container's seccomp profile, which libcontainer 0.7 leaves out
     /// of an exec process's spec. The executor installs it, last thing before the workload.
     seccomp: Option<Arc<LinuxSeccomp>>,
@@ -48,7 +49,7 @@ impl<E: Engine> Clone for WasmExecutor<E> {
         Self {
             engine: self.engine.clone(),
             cache: self.cache.clone(),
-            wasm_layer: self.wasm_layer.clone(),
+            image: self.image.clone(),
             seccomp: self.seccomp.clone(),
             prepared: Arc::clone(&self.prepared),
             inherited: Arc::clone(&self.inherited),
@@ -60,12 +61,12 @@ impl<E: Engine> WasmExecutor<E> {
     pub(crate) fn new(
         engine: E,
         cache: Option<Arc<CompileCache>>,
-        wasm_layer: Option<Arc<WasmLayer>>,
+        image: Option<Arc<ImageContent>>,
     ) -> Self {
         Self {
             engine,
             cache,
-            wasm_layer,
+            image,
             seccomp: None,
             prepared: Arc::new(Mutex::new(None)),
             inherited: Arc::new(Mutex::new(Vec::new())),
@@ -83,45 +84,82 @@ impl<E: Engine> WasmExecutor<E> {
     }
 
     fn prepare(&self, spec: &Spec) -> Result<Prepared<E>, String> {
-        if self.wasm_layer.is_none() {
+        if self.image.is_none() {
             if let Some(program) = native_program(spec) {
                 check_executable(&program)?;
                 return Ok(Prepared::Native);
             }
         }
         let mut workload = Workload::from_spec(spec).map_err(|e| e.to_string())?;
-        let wasm = match &self.wasm_layer {
-            Some(layer) => workload.use_layer(layer),
-            None => workload.read_module().map_err(|e| e.to_string())?,
+        let wasm = match self.image.as_deref() {
+            Some(ImageContent::Application(layers)) => {
+                return self.prepare_app(AppSource::Layers(layers), workload);
+            }
+            Some(ImageContent::Module(layer)) => workload.use_layer(layer),
+            None => match self.app_manifest(&workload) {
+                Some(manifest) => {
+                    return self.prepare_app(AppSource::Manifest(&manifest), workload)
+                }
+                None => workload.read_module().map_err(|e| e.to_string())?,
+            },
         };
         if wasm.is_component() {
             self.check_component(&workload)
                 .map_err(|e| format!("{}: {e}", wasm.origin))?;
         }
-        let module = match &self.cache {
+        let module = self
+            .compile(&wasm)
+            .and_then(|module| {
+                if self.engine.exports_entry(&module, &workload.entry) {
+                    Ok(module)
+                } else if wasm.is_component() {
+                    Err(EngineError::Other(
+                        "the component exports neither wasi:cli/run nor \
+                         wasi:http/incoming-handler"
+                            .to_string(),
+                    ))
+                } else {
+                    Err(EngineError::MissingExport {
+                        name: workload.entry.clone(),
+                    })
+                }
+            })
+            .map_err(|e| format!("{}: {e}", wasm.origin))?;
+        Ok(Prepared::Wasm(workload, module))
+    }
+
+    /// Compiles `wasm`, through the compile cache when there is one.
+    fn compile(&self, wasm: &WasmBytes) -> Result<E::Module, EngineError> {
+        match &self.cache {
             Some(cache) => cache
-                .load_or_compile(&self.engine, &wasm)
+                .load_or_compile(&self.engine, wasm)
                 .map(|(module, outcome)| {
                     log::debug!("{}: compile cache {outcome:?}", wasm.origin);
                     module
                 }),
-            None => self.engine.compile(&wasm),
+            None => self.engine.compile(wasm),
         }
-        .and_then(|module| {
-            if self.engine.exports_entry(&module, &workload.entry) {
-                Ok(module)
-            } else if wasm.is_component() {
-                Err(EngineError::Other(
-                    "the component exports neither wasi:cli/run nor wasi:http/incoming-handler"
-                        .to_string(),
-                ))
-            } else {
-                Err(EngineError::MissingExport {
-                    name: workload.entry.clone(),
-                })
-            }
-        })
-        .map_err(|e| format!("{}: {e}", wasm.origin))?;
+    }
+
+    /// The application manifest the workload names, when the engine runs applications:
+    /// `args[0]` if it is such a file, else the one in the working directory when the spec
+    /// names no program (no args, an empty one or `/`, as SpinKube's pods do).
+    fn app_manifest(&self, workload: &Workload) -> Option<std::path::PathBuf> {
+        let name = self.engine.app_manifest_name()?;
+        let named = &workload.module_path;
+        if named.file_name().is_some_and(|f| f == name) {
+            return Some(named.clone());
+        }
+        let no_program = named.as_os_str().is_empty() || named == std::path::Path::new("/");
+        let in_cwd = workload.cwd.join(name);
+        (no_program && in_cwd.is_file()).then_some(in_cwd)
+    }
+
+    fn prepare_app(&self, app: AppSource<'_>, workload: Workload) -> Result<Prepared<E>, String> {
+        let module = self
+            .engine
+            .load_app(app, &workload, &|wasm| self.compile(wasm))
+            .map_err(|e| e.to_string())?;
         Ok(Prepared::Wasm(workload, module))
     }
 }

@@ -34,7 +34,7 @@ use oci_spec::runtime::{LinuxResources, Spec};
 
 use crate::cache::CompileCache;
 use crate::engine::Engine;
-use crate::image::layers::wasm_layer;
+use crate::image::layers::{image_content, ImageContent};
 use crate::task::container::{Container, ExecConfig, ProcessRef, Runtime, TaskConfig};
 use console::{Console, ConsoleSocket};
 use executor::WasmExecutor;
@@ -85,15 +85,23 @@ impl<E: Engine> Runtime for SandboxRuntime<E> {
         // A module shipped as a wasm layer is read from the image here, in the shim; one
         // shipped as a file is read in the container.
         let looked_up = std::time::Instant::now();
-        let layer = wasm_layer(&self.containerd_address, &self.namespace, &task.id)?;
-        if let Some(layer) = &layer {
-            log::info!(
-                "create {}: wasm layer {} ({} bytes) read from containerd in {:.1} ms",
+        let content = image_content(&self.containerd_address, &self.namespace, &task.id)?;
+        let elapsed = looked_up.elapsed().as_secs_f64() * 1000.0;
+        match &content {
+            Some(ImageContent::Module(layer)) => log::info!(
+                "create {}: wasm layer {} ({} bytes) read from containerd in {elapsed:.1} ms",
                 task.id,
                 layer.digest,
                 layer.bytes.len(),
-                looked_up.elapsed().as_secs_f64() * 1000.0
-            );
+            ),
+            Some(ImageContent::Application(layers)) => log::info!(
+                "create {}: {} layers of an application ({} bytes) read from containerd in \
+                 {elapsed:.1} ms",
+                task.id,
+                layers.len(),
+                layers.iter().map(|l| l.bytes.len()).sum::<usize>(),
+            ),
+            None => {}
         }
         let bundle = PathBuf::from(&task.bundle);
         bundle::adapt_for_libcontainer(&bundle)?;
@@ -102,8 +110,11 @@ impl<E: Engine> Runtime for SandboxRuntime<E> {
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         options::check_cgroups_path(cgroups_path.as_deref().and_then(Path::to_str), options)?;
-        let executor =
-            WasmExecutor::new(self.engine.clone(), self.cache.clone(), layer.map(Arc::new));
+        let executor = WasmExecutor::new(
+            self.engine.clone(),
+            self.cache.clone(),
+            content.map(Arc::new),
+        );
         let rootfs = rootfs::MountedRootfs::mount(&bundle, &task.rootfs)?;
         let built = self.build(task, &bundle, options, executor.clone());
         let (container, io) = match built {

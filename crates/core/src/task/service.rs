@@ -266,9 +266,17 @@ impl<R: Runtime, P: Publisher> Service<R, P> {
 
     /// Called for every child process that exits. Returns whether it was one of ours.
     pub(crate) fn on_exit(&self, pid: i32, code: i32) -> bool {
-        let owner = self.pids().get(&pid).cloned();
+        let owner = {
+            let pids = self.pids();
+            let owner = pids.get(&pid).cloned();
+            if owner.is_none() {
+                // Kept while the index is still locked: a `create` or `start` that registers
+                // this pid now claims the exit once it has registered it, never before.
+                self.exits.unclaimed(pid, code);
+            }
+            owner
+        };
         let Some((id, exec_id)) = owner else {
-            self.exits.unclaimed(pid, code);
             return false;
         };
         let Ok(task) = self.task(&id) else {

@@ -43,7 +43,7 @@ impl Dialect {
 /// One runtime to register: the engine's name, which is also the RuntimeClass handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
-    /// `wasmtime`, `wasmer` or `wasmedge`.
+    /// `wasmtime`, `wasmer`, `wasmedge` or `spin`.
     pub engine: String,
     /// Where the shim binary is installed.
     pub shim_path: String,
@@ -56,7 +56,7 @@ impl Runtime {
 }
 
 fn runtime_type(engine: &str) -> String {
-    format!("io.containerd.{engine}.v1")
+    format!("io.containerd.{engine}.{}", super::api_version(engine))
 }
 
 /// Whether `text` is a Go template rather than TOML.
@@ -237,6 +237,12 @@ mod tests {
                 shim_path: format!("/opt/kwasi/bin/containerd-shim-{engine}-v1"),
             })
             .collect()
+    }
+
+    #[test]
+    fn the_spin_runtime_has_the_type_spinkube_uses() {
+        assert_eq!(runtime_type("spin"), "io.containerd.spin.v2");
+        assert_eq!(runtime_type("wasmtime"), "io.containerd.wasmtime.v1");
     }
 
     fn engines() -> Vec<String> {

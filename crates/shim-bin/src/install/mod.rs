@@ -1,7 +1,7 @@
 //! `kwasi install` and `kwasi uninstall`: put the shims in a directory of the node and register
 //! them as containerd runtimes, or take both out again.
 //!
-//! Install copies `containerd-shim-<engine>-v1` from the directory of the `kwasi` binary, and
+//! Install copies `containerd-shim-<engine>-v1` (`containerd-shim-spin-v2` for Spin) from the directory of the `kwasi` binary, and
 //! adds one runtime per engine (named after it: the RuntimeClass handler) with its
 //! `runtime_type` and `runtime_path` to containerd's configuration, in the dialect the file
 //! uses ([`config`]). Both steps are idempotent; the configuration is backed up before it is
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 /// The engines kwasi has shims for.
-pub const ENGINES: [&str; 3] = ["wasmtime", "wasmer", "wasmedge"];
+pub const ENGINES: [&str; 4] = ["wasmtime", "wasmer", "wasmedge", "spin"];
 /// Where the shims go by default.
 pub const DEFAULT_BIN_DIR: &str = "/opt/kwasi/bin";
 /// Where the shims are linked by default: a directory on containerd's `PATH`.
@@ -62,8 +62,18 @@ pub fn k3s_template(dir: &Path) -> PathBuf {
     }
 }
 
+/// The version in a shim's name and runtime type: `v2` for the spin shim, which takes the
+/// name SpinKube's RuntimeClass expects (`io.containerd.spin.v2`), `v1` for the others.
+fn api_version(engine: &str) -> &'static str {
+    if engine == "spin" {
+        "v2"
+    } else {
+        "v1"
+    }
+}
+
 fn shim_name(engine: &str) -> String {
-    format!("containerd-shim-{engine}-v1")
+    format!("containerd-shim-{engine}-{}", api_version(engine))
 }
 
 /// Copies the shims and registers them; reports each step on `out`.

@@ -1,0 +1,404 @@
+//! From a locked app to what runs: each component's wasm found (in the image's layers, or as
+//! a file next to `spin.toml`) and everything kwasi cannot honour refused, with a reason,
+//! before anything is compiled.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use kwasi_core::engine::WasmBytes;
+use kwasi_core::image::layers::WasmLayer;
+use kwasi_core::image::{SPIN_APPLICATION, WASM_ARCHIVE};
+use serde_json::Value;
+
+use crate::locked::{ContentRef, LockedApp, LockedComponent};
+
+/// Host requirements kwasi meets (none yet: service chaining is not supported).
+const SUPPORTED_REQUIREMENTS: [&str; 0] = [];
+
+/// Why an application cannot be run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AppError {
+    /// The image has no locked app, or more than one.
+    #[error(
+        "the image has {0} Spin application layers ({SPIN_APPLICATION}); it needs exactly one"
+    )]
+    LockedAppCount(usize),
+    /// The locked app is not valid JSON of the expected form.
+    #[error("the locked app ({digest}) is invalid: {reason}")]
+    InvalidLockedApp {
+        /// Its layer.
+        digest: String,
+        /// Why.
+        reason: String,
+    },
+    /// A component's wasm is in no layer of the image.
+    #[error("component {component}: its wasm {digest} is not a layer of the image")]
+    MissingLayer {
+        /// The component.
+        component: String,
+        /// The digest the locked app gives.
+        digest: String,
+    },
+    /// A component's source says nowhere kwasi can read.
+    #[error("component {component}: {reason}")]
+    Source {
+        /// The component.
+        component: String,
+        /// Why its source cannot be read.
+        reason: String,
+    },
+    /// Something the app needs that kwasi does not do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The manifest is malformed.
+    #[error("{0}")]
+    Manifest(String),
+}
+
+/// A component with its wasm.
+#[derive(Debug)]
+pub struct ComponentSource {
+    /// The component's id.
+    pub id: String,
+    /// Its wasm, to compile.
+    pub wasm: WasmBytes,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// An HTTP trigger: a route and its component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTrigger {
+    /// The trigger's id.
+    pub id: String,
+    /// Its route, as written.
+    pub route: String,
+    /// The component it invokes.
+    pub component: String,
+}
+
+/// An application resolved: its components' wasm and its HTTP triggers.
+#[derive(Debug)]
+pub struct ResolvedApp {
+    /// The app's name.
+    pub name: String,
+    /// Its components, each with its wasm.
+    pub components: Vec<ComponentSource>,
+    /// Its HTTP triggers.
+    pub http: Vec<HttpTrigger>,
+}
+
+/// The locked app among an image's layers.
+pub fn locked_app_of(layers: &[WasmLayer]) -> Result<LockedApp, AppError> {
+    let locked: Vec<&WasmLayer> = layers
+        .iter()
+        .filter(|l| l.media_type == SPIN_APPLICATION)
+        .collect();
+    let [layer] = locked.as_slice() else {
+        return Err(AppError::LockedAppCount(locked.len()));
+    };
+    LockedApp::from_json(&layer.bytes).map_err(|e| AppError::InvalidLockedApp {
+        digest: layer.digest.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Resolves `app`: its components' wasm from `layers` (by digest), inline, or from `file://`
+/// sources; refuses what kwasi cannot run.
+pub fn resolve(app: &LockedApp, layers: &[WasmLayer]) -> Result<ResolvedApp, AppError> {
+    check_requirements(app)?;
+    if layers.iter().any(|l| l.media_type == WASM_ARCHIVE) {
+        return Err(AppError::Unsupported(format!(
+            "the image has archive layers ({WASM_ARCHIVE}); kwasi does not give components \
+             files yet"
+        )));
+    }
+    let by_digest: BTreeMap<&str, &WasmLayer> =
+        layers.iter().map(|l| (l.digest.as_str(), l)).collect();
+    let mut components = Vec::new();
+    for component in &app.components {
+        components.push(component_source(component, &by_digest)?);
+    }
+    let mut http = Vec::new();
+    for trigger in &app.triggers {
+        match trigger.trigger_type.as_str() {
+            "http" => http.push(http_trigger(&trigger.id, &trigger.trigger_config, app)?),
+            other => {
+                return Err(AppError::Unsupported(format!(
+                    "trigger {}: kwasi does not run {other} triggers yet (it runs http)",
+                    trigger.id
+                )))
+            }
+        }
+    }
+    if http.is_empty() {
+        return Err(AppError::Unsupported(
+            "the app has no HTTP trigger: nothing would ever run".into(),
+        ));
+    }
+    Ok(ResolvedApp {
+        name: app.name().unwrap_or("spin-app").to_string(),
+        components,
+        http,
+    })
+}
+
+fn check_requirements(app: &LockedApp) -> Result<(), AppError> {
+    for feature in &app.must_understand {
+        if feature != "host_requirements" && feature != "component_host_requirements" {
+            return Err(AppError::Unsupported(format!(
+                "the app needs a host that understands {feature:?}, which kwasi does not"
+            )));
+        }
+    }
+    let required = app
+        .host_requirements
+        .iter()
+        .filter(|(_, v)| v.as_str() != Some("optional"))
+        .map(|(k, _)| k)
+        .find(|k| !SUPPORTED_REQUIREMENTS.contains(&k.as_str()));
+    if let Some(requirement) = required {
+        return Err(AppError::Unsupported(format!(
+            "the app requires {requirement:?} of its host, which kwasi does not provide"
+        )));
+    }
+    Ok(())
+}
+
+fn component_source(
+    component: &LockedComponent,
+    layers: &BTreeMap<&str, &WasmLayer>,
+) -> Result<ComponentSource, AppError> {
+    let id = &component.id;
+    let source_error = |reason: String| AppError::Source {
+        component: id.clone(),
+        reason,
+    };
+    if !component.dependencies.is_empty() {
+        return Err(source_error(
+            "has dependencies; compose them into one component first (`spin registry push` \
+             does this by default)"
+                .into(),
+        ));
+    }
+    if !component.files.is_empty() {
+        return Err(source_error(
+            "has files; kwasi does not give components files yet".into(),
+        ));
+    }
+    let wasm = content(id, &component.source.content, layers)?;
+    if !wasm.bytes.starts_with(b"\0asm") {
+        return Err(source_error(format!(
+            "{} is not a WebAssembly binary",
+            wasm.origin
+        )));
+    }
+    Ok(ComponentSource {
+        id: id.clone(),
+        wasm,
+        env: component
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+fn content(
+    component: &str,
+    content: &ContentRef,
+    layers: &BTreeMap<&str, &WasmLayer>,
+) -> Result<WasmBytes, AppError> {
+    let source_error = |reason: String| AppError::Source {
+        component: component.to_string(),
+        reason,
+    };
+    if let Some(digest) = &content.digest {
+        if let Some(layer) = layers.get(digest.as_str()) {
+            return Ok(WasmBytes {
+                origin: format!("component {component} (layer {digest})"),
+                bytes: layer.bytes.clone(),
+                sha256: digest.strip_prefix("sha256:").map(str::to_string),
+            });
+        }
+    }
+    if let Some(inline) = &content.inline {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(inline)
+            .map_err(|e| source_error(format!("its inline content is not base64: {e}")))?;
+        return Ok(WasmBytes {
+            origin: format!("component {component} (inline)"),
+            bytes,
+            sha256: None,
+        });
+    }
+    if let Some(uri) = &content.source {
+        let Some(path) = uri.strip_prefix("file://") else {
+            return Err(source_error(format!(
+                "its source {uri} is not a file of the container"
+            )));
+        };
+        let bytes = std::fs::read(path).map_err(|e| source_error(format!("{path}: {e}")))?;
+        return Ok(WasmBytes {
+            origin: format!("component {component} ({path})"),
+            bytes,
+            sha256: None,
+        });
+    }
+    match &content.digest {
+        Some(digest) => Err(AppError::MissingLayer {
+            component: component.to_string(),
+            digest: digest.clone(),
+        }),
+        None => Err(source_error("its source names no content".into())),
+    }
+}
+
+fn http_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<HttpTrigger, AppError> {
+    let unsupported = |what: String| AppError::Unsupported(format!("trigger {id}: {what}"));
+    let component = config
+        .get("component")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            unsupported("names no component (static responses are not supported)".into())
+        })?;
+    if !app.components.iter().any(|c| c.id == component) {
+        return Err(unsupported(format!(
+            "names component {component:?}, which the app does not have"
+        )));
+    }
+    let route = match config.get("route") {
+        Some(Value::String(route)) => route.clone(),
+        Some(Value::Object(o)) if o.get("private") == Some(&Value::Bool(true)) => {
+            return Err(unsupported(
+                "has a private route, reachable only by service chaining, which kwasi does not support".into(),
+            ))
+        }
+        _ => return Err(unsupported("has no route".into())),
+    };
+    if let Some(executor) = config.get("executor") {
+        let kind = executor
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("http");
+        if kind != "http" && kind != "spin" {
+            return Err(unsupported(format!(
+                "has executor {kind:?}; kwasi runs wasi:http components (executor \"http\")"
+            )));
+        }
+    }
+    if let Some(base) = app
+        .metadata
+        .get("triggers")
+        .and_then(|t| t.get("http"))
+        .and_then(|h| h.get("base"))
+        .and_then(Value::as_str)
+    {
+        if !base.trim_end_matches('/').is_empty() {
+            return Err(AppError::Unsupported(format!(
+                "the app sets the HTTP trigger's base to {base:?}; Spin no longer supports a \
+                 base: prepend it to each trigger's route"
+            )));
+        }
+    }
+    Ok(HttpTrigger {
+        id: id.to_string(),
+        route,
+        component: component.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WASM: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn layer(media_type: &str, digest: &str, bytes: &[u8]) -> WasmLayer {
+        WasmLayer {
+            digest: digest.into(),
+            media_type: media_type.into(),
+            title: None,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn image(locked: &str) -> Vec<WasmLayer> {
+        vec![
+            layer(
+                "application/vnd.wasm.content.layer.v1+wasm",
+                "sha256:aa",
+                WASM,
+            ),
+            layer(SPIN_APPLICATION, "sha256:cc", locked.as_bytes()),
+        ]
+    }
+
+    const LOCKED: &str = r#"{"spin_lock_version":0,"metadata":{"name":"hi"},
+        "triggers":[{"id":"t","trigger_type":"http","trigger_config":{"component":"c","route":"/..."}}],
+        "components":[{"id":"c","source":{"content_type":"application/wasm","digest":"sha256:aa"}}]}"#;
+
+    #[test]
+    fn a_component_gets_the_layer_its_digest_names() {
+        let layers = image(LOCKED);
+        let app = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap();
+        assert_eq!(app.name, "hi");
+        assert_eq!(app.components[0].wasm.bytes, WASM);
+        assert_eq!(app.components[0].wasm.sha256.as_deref(), Some("aa"));
+        assert_eq!(
+            app.http,
+            [HttpTrigger {
+                id: "t".into(),
+                route: "/...".into(),
+                component: "c".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_component_whose_layer_is_missing_is_refused_naming_the_digest() {
+        let layers = image(&LOCKED.replace("sha256:aa", "sha256:dd"));
+        let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "component c: its wasm sha256:dd is not a layer of the image"
+        );
+    }
+
+    #[test]
+    fn an_image_without_a_locked_app_is_refused() {
+        let layers = &image(LOCKED)[..1];
+        assert_eq!(locked_app_of(layers), Err(AppError::LockedAppCount(0)));
+    }
+
+    #[test]
+    fn a_trigger_type_kwasi_does_not_run_is_refused() {
+        let layers =
+            image(&LOCKED.replace("\"trigger_type\":\"http\"", "\"trigger_type\":\"mqtt\""));
+        let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
+        assert!(err.to_string().contains("mqtt triggers"), "{err}");
+    }
+
+    #[test]
+    fn a_required_host_feature_kwasi_lacks_is_refused() {
+        let layers = image(&LOCKED.replace(
+            "\"spin_lock_version\":0",
+            "\"spin_lock_version\":1,\"host_requirements\":{\"local_service_chaining\":\"required\"}",
+        ));
+        let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
+        assert!(err.to_string().contains("local_service_chaining"), "{err}");
+    }
+
+    #[test]
+    fn inline_content_is_base64() {
+        use base64::Engine as _;
+        let inline = base64::engine::general_purpose::STANDARD.encode(WASM);
+        let locked = LOCKED.replace(
+            "\"digest\":\"sha256:aa\"",
+            &format!("\"inline\":\"{inline}\",\"digest\":\"sha256:ee\""),
+        );
+        let layers = image(&locked);
+        let app = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap();
+        assert_eq!(app.components[0].wasm.bytes, WASM);
+    }
+}

@@ -1,0 +1,189 @@
+//! # kwasi-spin
+//!
+//! Spin applications on kwasi, as SpinKube users push them: several components behind an
+//! HTTP trigger, from Spin's OCI layout (a locked app and a layer per component) or from a
+//! `spin.toml` in the container's filesystem. [`SpinEngine`] wraps the wasmtime engine: a
+//! plain module or component runs as under the wasmtime shim, an application is routed.
+//!
+//! The lifecycle of an application, at `create` ([`Engine::load_app`]):
+//! 1. the locked app is read ([`app::locked_app_of`], or [`manifest::load`] for `spin.toml`);
+//! 2. its components' wasm is found and what kwasi cannot run is refused ([`app::resolve`]);
+//! 3. its routes are checked ([`routes::Router`]) and each routed component is compiled
+//!    (through the compile cache) and linked, so that a missing import fails `create`;
+//!
+//! and at `start` ([`Engine::run`]), the HTTP trigger serves ([`trigger::HttpTrigger`]).
+
+pub mod app;
+pub mod locked;
+pub mod manifest;
+pub mod routes;
+pub mod trigger;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kwasi_core::engine::{AppSource, Engine, EngineError, Scratch, WasmBytes, Workload};
+use kwasi_engine_wasmtime::{Compiled, HttpService, WasmtimeEngine};
+
+use app::{locked_app_of, resolve};
+use routes::Router;
+
+/// The file name of a Spin manifest.
+pub const MANIFEST_NAME: &str = "spin.toml";
+
+/// Runs Spin applications, and plain modules and components as the wasmtime engine does.
+#[derive(Clone)]
+pub struct SpinEngine {
+    wasmtime: WasmtimeEngine,
+    name: &'static str,
+}
+
+impl Default for SpinEngine {
+    fn default() -> Self {
+        SpinEngine::named("spin")
+    }
+}
+
+impl SpinEngine {
+    /// The engine, under `name` in logs and errors (`spin`, or `wasmtime` for the wasmtime
+    /// shim, which runs Spin applications too).
+    pub fn named(name: &'static str) -> SpinEngine {
+        SpinEngine {
+            wasmtime: WasmtimeEngine::default(),
+            name,
+        }
+    }
+}
+
+/// What [`SpinEngine`] runs: a module or component, or an application.
+pub enum SpinModule {
+    /// A module or component, run as the wasmtime engine runs it.
+    Plain(Compiled),
+    /// A Spin application.
+    App(LoadedApp),
+}
+
+/// An application ready to serve: its routes, each to a linked component.
+pub struct LoadedApp {
+    name: String,
+    router: Router<HttpService>,
+    config: kwasi_core::http::HttpConfig,
+}
+
+impl Engine for SpinEngine {
+    type Module = SpinModule;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn runs_components(&self) -> bool {
+        true
+    }
+
+    fn compile(&self, wasm: &WasmBytes) -> Result<SpinModule, EngineError> {
+        self.wasmtime.compile(wasm).map(SpinModule::Plain)
+    }
+
+    fn exports_entry(&self, module: &SpinModule, name: &str) -> bool {
+        match module {
+            SpinModule::Plain(compiled) => self.wasmtime.exports_entry(compiled, name),
+            SpinModule::App(_) => false,
+        }
+    }
+
+    fn run(&self, module: SpinModule, workload: &Workload) -> Result<i32, EngineError> {
+        match module {
+            SpinModule::Plain(compiled) => self.wasmtime.run(compiled, workload),
+            SpinModule::App(app) => {
+                eprintln!("spin app {}: serving", app.name);
+                let trigger = trigger::HttpTrigger::new(app.router);
+                kwasi_core::http::serve(&app.config, trigger)
+                    .map(|shutdown| shutdown.exit_code())
+                    .map_err(|e| EngineError::Other(e.to_string()))
+            }
+        }
+    }
+
+    fn fingerprint(&self) -> Option<String> {
+        self.wasmtime.fingerprint()
+    }
+
+    fn precompile(&self, wasm: &WasmBytes, scratch: &Scratch) -> Result<Vec<u8>, EngineError> {
+        self.wasmtime.precompile(wasm, scratch)
+    }
+
+    fn load_precompiled(&self, compiled: &[u8]) -> Result<SpinModule, EngineError> {
+        self.wasmtime
+            .load_precompiled(compiled)
+            .map(SpinModule::Plain)
+    }
+
+    fn load_precompiled_file(
+        &self,
+        path: &Path,
+        compiled: &[u8],
+    ) -> Result<SpinModule, EngineError> {
+        self.wasmtime
+            .load_precompiled_file(path, compiled)
+            .map(SpinModule::Plain)
+    }
+
+    fn app_manifest_name(&self) -> Option<&'static str> {
+        Some(MANIFEST_NAME)
+    }
+
+    fn load_app(
+        &self,
+        source: AppSource<'_>,
+        workload: &Workload,
+        compile: &dyn Fn(&WasmBytes) -> Result<SpinModule, EngineError>,
+    ) -> Result<SpinModule, EngineError> {
+        let other = |e: String| EngineError::Other(e);
+        let (locked, layers) = match source {
+            AppSource::Layers(layers) => (
+                locked_app_of(layers).map_err(|e| other(e.to_string()))?,
+                layers,
+            ),
+            AppSource::Manifest(path) => (
+                manifest::load(path).map_err(|e| other(e.to_string()))?,
+                &[][..],
+            ),
+        };
+        let resolved = resolve(&locked, layers).map_err(|e| other(e.to_string()))?;
+        let config = trigger::http_config(&workload.env).map_err(other)?;
+        // Routes first: a clash is reported before anything is compiled.
+        Router::build(
+            resolved
+                .http
+                .iter()
+                .map(|t| (t.id.clone(), t.route.clone(), ())),
+        )
+        .map_err(|e| other(e.to_string()))?;
+        let mut services = BTreeMap::new();
+        for component in &resolved.components {
+            if !resolved.http.iter().any(|t| t.component == component.id) {
+                continue;
+            }
+            let service = match compile(&component.wasm) {
+                Ok(SpinModule::Plain(compiled)) => {
+                    HttpService::new(&self.wasmtime, &compiled, component.env.clone())
+                }
+                Ok(SpinModule::App(_)) => Err(other("is an application".into())),
+                Err(err) => Err(err),
+            }
+            .map_err(|e| other(format!("component {}: {e}", component.id)))?;
+            services.insert(component.id.clone(), service);
+        }
+        let router = Router::build(resolved.http.iter().filter_map(|t| {
+            let service = services.get(&t.component)?.clone();
+            Some((t.id.clone(), t.route.clone(), service))
+        }))
+        .map_err(|e| other(e.to_string()))?;
+        Ok(SpinModule::App(LoadedApp {
+            name: resolved.name,
+            router,
+            config,
+        }))
+    }
+}

@@ -1,0 +1,189 @@
+//! The HTTP trigger: each request goes to the component of its route, with the headers Spin
+//! sets, through [`kwasi_core::http`]'s server (its concurrency bounds, limits and drain).
+
+use std::net::SocketAddr;
+
+use hyper::header::{HeaderName, HeaderValue};
+use kwasi_core::http::{Admission, ClientAddr, Handler, HttpConfig, RequestBody, Resources};
+use kwasi_engine_wasmtime::{HttpService, ResponseBody, ResponseBodyError};
+
+use crate::routes::{Match, Router, WELL_KNOWN_PREFIX};
+
+/// Where the trigger listens unless `SPIN_HTTP_LISTEN_ADDR` says otherwise (as Spin's shim).
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:80";
+
+/// The health route, answered 200 `OK` by the host.
+pub const HEALTH_ROUTE: &str = "/.well-known/spin/health";
+
+/// The server settings of an app's HTTP trigger: kwasi's, from the task's environment, with
+/// the address from `SPIN_HTTP_LISTEN_ADDR`.
+pub fn http_config(env: &[(String, String)]) -> Result<HttpConfig, String> {
+    let mut config =
+        HttpConfig::from_env(env, Resources::of_this_process()).map_err(|e| e.to_string())?;
+    let listen = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SPIN_HTTP_LISTEN_ADDR")
+        .map(|(_, v)| v.as_str());
+    let addr = listen.unwrap_or(DEFAULT_LISTEN_ADDR);
+    config.addr = addr.parse::<SocketAddr>().map_err(|e| {
+        format!("SPIN_HTTP_LISTEN_ADDR={addr}: {e} (give an address and port, like 0.0.0.0:80)")
+    })?;
+    Ok(config)
+}
+
+/// An app's HTTP trigger: its routes, each to a component ready to answer.
+pub struct HttpTrigger {
+    router: Router<HttpService>,
+}
+
+impl HttpTrigger {
+    /// The trigger of `router`'s routes.
+    pub fn new(router: Router<HttpService>) -> HttpTrigger {
+        HttpTrigger { router }
+    }
+}
+
+impl Handler for HttpTrigger {
+    type Body = ResponseBody;
+    type BodyError = ResponseBodyError;
+
+    async fn handle(
+        &self,
+        mut request: hyper::Request<RequestBody>,
+        admission: Admission,
+    ) -> Result<hyper::Response<ResponseBody>, String> {
+        let path = request.uri().path().to_string();
+        if path == HEALTH_ROUTE {
+            return Ok(HttpService::fixed_response(200, "OK"));
+        }
+        if path.starts_with(WELL_KNOWN_PREFIX) {
+            return Ok(HttpService::fixed_response(404, ""));
+        }
+        let Some(matched) = self.router.route(&path) else {
+            return Ok(HttpService::fixed_response(404, ""));
+        };
+        for (name, value) in spin_headers(&request, &matched) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        matched.route.target.handle(request, admission).await
+    }
+}
+
+/// The headers Spin adds to a request for its component.
+fn spin_headers<B, T>(
+    request: &hyper::Request<B>,
+    matched: &Match<'_, T>,
+) -> Vec<(&'static str, String)> {
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut headers = vec![
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-path-info", matched.path_info.clone()),
+        ("spin-matched-route", matched.route.raw.clone()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", matched.route.raw.clone()),
+        (
+            "spin-component-route",
+            matched.route.component_route().to_string(),
+        ),
+    ];
+    if let Some(ClientAddr(addr)) = request.extensions().get::<ClientAddr>() {
+        headers.push(("spin-client-addr", addr.to_string()));
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(route: &str, uri: &str) -> Vec<(&'static str, String)> {
+        let router = Router::build([("t".to_string(), route.to_string(), ())]).unwrap();
+        let mut request = hyper::Request::builder()
+            .uri(uri)
+            .header("host", "example.test:8080")
+            .body(())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(ClientAddr("10.0.0.7:4321".parse().unwrap()));
+        let path = request.uri().path().to_string();
+        let matched = router.route(&path).unwrap();
+        spin_headers(&request, &matched)
+    }
+
+    fn get<'a>(headers: &'a [(&'static str, String)], name: &str) -> &'a str {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_wildcard_route_gives_the_path_below_it_and_its_prefix() {
+        let h = headers("/foo/...", "/foo/bar?x=1");
+        assert_eq!(
+            get(&h, "spin-full-url"),
+            "http://example.test:8080/foo/bar?x=1"
+        );
+        assert_eq!(get(&h, "spin-path-info"), "/bar");
+        assert_eq!(get(&h, "spin-matched-route"), "/foo/...");
+        assert_eq!(get(&h, "spin-raw-component-route"), "/foo/...");
+        assert_eq!(get(&h, "spin-component-route"), "/foo");
+        assert_eq!(get(&h, "spin-base-path"), "/");
+        assert_eq!(get(&h, "spin-client-addr"), "10.0.0.7:4321");
+    }
+
+    #[test]
+    fn the_root_wildcard_has_an_empty_component_route_and_the_whole_path() {
+        let h = headers("/...", "/");
+        assert_eq!(get(&h, "spin-component-route"), "");
+        assert_eq!(get(&h, "spin-path-info"), "/");
+    }
+
+    #[test]
+    fn an_exact_route_has_no_path_info() {
+        let h = headers("/hello", "/hello");
+        assert_eq!(get(&h, "spin-path-info"), "");
+        assert_eq!(get(&h, "spin-component-route"), "/hello");
+    }
+
+    #[test]
+    fn the_listen_address_defaults_to_port_80_and_follows_the_spin_variable() {
+        assert_eq!(
+            http_config(&[]).unwrap().addr,
+            "0.0.0.0:80".parse().unwrap()
+        );
+        let env = [(
+            "SPIN_HTTP_LISTEN_ADDR".to_string(),
+            "127.0.0.1:3000".to_string(),
+        )];
+        assert_eq!(
+            http_config(&env).unwrap().addr,
+            "127.0.0.1:3000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_variable() {
+        let env = [("SPIN_HTTP_LISTEN_ADDR".to_string(), "localhost".to_string())];
+        assert!(http_config(&env)
+            .unwrap_err()
+            .starts_with("SPIN_HTTP_LISTEN_ADDR=localhost"));
+    }
+}

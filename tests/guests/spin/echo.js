@@ -1,0 +1,28 @@
+// echo: a Spin HTTP component in JavaScript, built with Spin's JS SDK tooling
+// (@spinframework/build-tools, wasi:http/incoming-handler@0.2.3). It answers every request
+// with its method, path and the headers Spin sets, one `name=value` per line.
+// Rebuild: tests/guests/spin/build.sh.
+const SPIN_HEADERS = [
+  'spin-full-url',
+  'spin-path-info',
+  'spin-matched-route',
+  'spin-base-path',
+  'spin-component-route',
+  'spin-raw-component-route',
+  'spin-client-addr',
+];
+
+addEventListener('fetch', (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  const lines = [`method=${request.method}`, `path=${url.pathname}`];
+  for (const name of SPIN_HEADERS) {
+    lines.push(`${name}=${request.headers.get(name) ?? ''}`);
+  }
+  event.respondWith(
+    new Response(lines.join('\n') + '\n', {
+      status: 200,
+      headers: { 'content-type': 'text/plain' },
+    }),
+  );
+});

@@ -1,0 +1,308 @@
+//! Spin applications through containerd 2.x and `containerd-shim-spin-v2`
+//! (`io.containerd.spin.v2`, SpinKube's runtime): an image whose rootfs holds a `spin.toml`,
+//! and an image in the OCI layout `spin registry push` writes (made here by hand, byte for
+//! byte as Spin 3.x writes it). The components are built with Spin's own SDK tooling
+//! (`tests/guests/spin/build.sh`) and kwasi's C wasi:http guest.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kwasi_e2e::{guests_dir, http, layout, unique_id, Containerd, CtrOutput, RunningCtr, Shim};
+use serde_json::json;
+
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
+const LOCKED_APP: &str = "application/vnd.fermyon.spin.application.v1+config";
+
+/// The JavaScript echo component (Spin's JS SDK tooling): it answers with its path and the
+/// `spin-*` headers, one `name=value` per line.
+fn echo() -> Vec<u8> {
+    std::fs::read(guests_dir().join("spin/echo.wasm")).expect("tests/guests/spin/echo.wasm")
+}
+
+/// kwasi's C wasi:http guest: `hello from kwasi` for a GET.
+fn hello() -> Vec<u8> {
+    std::fs::read(guests_dir().join("http.wasm")).unwrap()
+}
+
+fn containerd() -> Containerd {
+    Shim::SPIN.built().containerd().unwrap()
+}
+
+/// An app serving on a free loopback port of the host's network.
+struct Served {
+    c: Containerd,
+    id: String,
+    addr: SocketAddr,
+    run: Option<RunningCtr>,
+}
+
+impl Served {
+    /// Runs `image` (with `args`) and waits until it listens.
+    fn start(c: Containerd, image: &str, args: &[&str]) -> Served {
+        let addr = http::free_addr();
+        let listen = format!("SPIN_HTTP_LISTEN_ADDR={addr}");
+        let id = unique_id("spin");
+        let flags = ["--net-host", "--env", listen.as_str()];
+        let run = c
+            .spawn_run(Shim::SPIN.runtime, &flags, image, &id, args)
+            .unwrap();
+        // Compiling a 12 MB JavaScript component takes a while on a small machine.
+        if let Err(err) = http::wait_listening(addr, Duration::from_secs(180)) {
+            let out = run.wait(Duration::from_secs(5));
+            panic!("the app did not listen: {err:#}; ctr: {out:?}\n{}", c.log());
+        }
+        Served {
+            c,
+            id,
+            addr,
+            run: Some(run),
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http::get(&http::client(), self.addr, path).unwrap()
+    }
+
+    /// Sends SIGTERM; checks that the app drained and left nothing behind.
+    fn stop(mut self) {
+        let kill = self.c.ctr(&["task", "kill", &self.id]);
+        assert_eq!(kill.status, 0, "{kill:?}");
+        let out = self
+            .run
+            .take()
+            .unwrap()
+            .wait(Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(out.status, 0, "{out:?}");
+        let left = self.c.wait_no_leftovers(&self.id);
+        assert!(left.is_empty(), "left behind: {left:#?}");
+    }
+}
+
+/// The value of `name=` in the echo component's answer.
+fn field<'a>(body: &'a str, name: &str) -> &'a str {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {body:?}"))
+}
+
+const ROUTES_TOML: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "routes"
+version = "0.1.0"
+
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+
+[[trigger.http]]
+route = "/api/..."
+component = "api"
+
+[component.hello]
+source = "echo.wasm"
+
+[component.api]
+source = "http.wasm"
+"#;
+
+/// Builds an image whose rootfs holds `/app/spin.toml` with `toml`, and the components.
+fn spin_toml_image(c: &Containerd, name: &str, toml: &str) -> String {
+    let dir = c.dir();
+    std::fs::write(dir.join("spin.toml"), toml).unwrap();
+    std::fs::write(dir.join("echo.wasm"), echo()).unwrap();
+    let spin_toml = format!("{}:/app/spin.toml", dir.join("spin.toml").display());
+    let http_wasm = format!(
+        "{}:/app/http.wasm",
+        guests_dir().join("http.wasm").display()
+    );
+    c.import_wasm(
+        name,
+        &dir.join("echo.wasm"),
+        &[
+            "--module-path",
+            "/app/echo.wasm",
+            "--file",
+            &spin_toml,
+            "--file",
+            &http_wasm,
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_spin_toml_in_the_rootfs_routes_each_request_to_its_component() {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-toml:v1", ROUTES_TOML);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+
+    let (status, body) = app.get("/hello");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(field(&body, "path"), "/hello");
+    assert_eq!(field(&body, "spin-matched-route"), "/hello");
+    assert_eq!(field(&body, "spin-path-info"), "");
+
+    assert_eq!(
+        app.get("/api/anything"),
+        (200, "hello from kwasi\n".to_string())
+    );
+    assert_eq!(app.get("/nowhere").0, 404);
+    assert_eq!(app.get("/.well-known/spin/health"), (200, "OK".to_string()));
+    app.stop();
+}
+
+/// A blob of the layout.
+fn part(media_type: &'static str, bytes: Vec<u8>) -> layout::Part<'static> {
+    layout::Part { media_type, bytes }
+}
+
+/// The locked app `spin registry push` writes for three components (two sharing one wasm
+/// layer) with a wildcard route.
+fn locked_app(echo: &str, hello: &str) -> serde_json::Value {
+    let component = |id: &str, digest: &str| json!({"id": id, "source": {"content_type": "application/wasm", "digest": digest}});
+    let trigger = |id: &str, route: &str| {
+        json!({"id": format!("{id}-http-trigger"), "trigger_type": "http",
+               "trigger_config": {"component": id, "route": route}})
+    };
+    json!({
+        "spin_lock_version": 0,
+        "metadata": {"name": "three", "version": "0.1.0", "trigger": {"type": "http"},
+                     "triggers": {}},
+        "triggers": [trigger("front", "/..."), trigger("api", "/api/..."),
+                     trigger("exact", "/exact")],
+        "components": [component("front", echo), component("api", hello),
+                       component("exact", echo)],
+    })
+}
+
+/// Writes and imports Spin's OCI layout of `locked` with `wasm` layers, as `name`.
+fn import_spin_layout(c: &Containerd, name: &str, wasm: Vec<Vec<u8>>, locked: &serde_json::Value) {
+    let locked = part(LOCKED_APP, serde_json::to_vec(locked).unwrap());
+    let config = json!({
+        "architecture": "wasm",
+        "os": "wasip1",
+        "config": {"Labels": {"com.fermyon.spin.lockedAppDigest": locked.digest()}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    let config = part(CONFIG, serde_json::to_vec(&config).unwrap());
+    let mut layers: Vec<layout::Part> = wasm.into_iter().map(|w| part(WASM_LAYER, w)).collect();
+    layers.push(locked);
+    let tar = c.dir().join("spin-layout.tar");
+    layout::write(&tar, name, config, layers).unwrap();
+    c.import_without_unpacking(&tar).unwrap();
+}
+
+#[test]
+fn a_spin_oci_image_as_spin_registry_push_writes_it_serves_its_routes() {
+    let c = containerd();
+    let (echo, hello) = (part(WASM_LAYER, echo()), part(WASM_LAYER, hello()));
+    let locked = locked_app(&echo.digest(), &hello.digest());
+    let name = "kwasi.test/spin-three:v1";
+    import_spin_layout(&c, name, vec![echo.bytes, hello.bytes], &locked);
+    let app = Served::start(c, name, &[]);
+
+    let (status, body) = app.get("/foo/bar?x=1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(field(&body, "spin-matched-route"), "/...");
+    assert_eq!(field(&body, "spin-path-info"), "/foo/bar");
+    assert_eq!(field(&body, "spin-component-route"), "");
+    assert_eq!(field(&body, "spin-base-path"), "/");
+    assert_eq!(
+        field(&body, "spin-full-url"),
+        format!("http://{}/foo/bar?x=1", app.addr)
+    );
+    assert!(
+        field(&body, "spin-client-addr").starts_with("127.0.0.1:"),
+        "{body}"
+    );
+
+    let (_, body) = app.get("/exact");
+    assert_eq!(field(&body, "spin-matched-route"), "/exact");
+    assert_eq!(field(&body, "spin-component-route"), "/exact");
+
+    assert_eq!(app.get("/api/v1"), (200, "hello from kwasi\n".to_string()));
+    let (_, body) = app.get("/apiary");
+    assert_eq!(field(&body, "spin-matched-route"), "/...");
+    app.stop();
+}
+
+/// Runs `image` expecting `create` to fail with `reason`; checks that nothing is left.
+fn assert_refused(c: &Containerd, image: &str, args: &[&str], reason: &str) {
+    let id = unique_id("spin-bad");
+    let out: CtrOutput = c.run(Shim::SPIN.runtime, &[], image, &id, args);
+    assert_ne!(out.status, 0, "{out:?}");
+    assert!(
+        out.stderr.contains(reason),
+        "expected {reason:?} in {out:?}"
+    );
+    assert!(!c.log().contains("panicked"), "{}", c.log());
+    let left = c.wait_no_leftovers(&id);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn a_locked_app_that_references_a_missing_layer_fails_create() {
+    let c = containerd();
+    let hello = part(WASM_LAYER, hello());
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let locked = locked_app(&missing, &hello.digest());
+    import_spin_layout(&c, "kwasi.test/spin-missing:v1", vec![hello.bytes], &locked);
+    let reason = format!("component front: its wasm {missing} is not a layer of the image");
+    assert_refused(&c, "kwasi.test/spin-missing:v1", &[], &reason);
+}
+
+#[test]
+fn two_triggers_on_the_same_route_fail_create() {
+    let c = containerd();
+    let toml = ROUTES_TOML.replace("route = \"/api/...\"", "route = \"/hello\"");
+    let image = spin_toml_image(&c, "kwasi.test/spin-clash:v1", &toml);
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "triggers hello-http-trigger and api-http-trigger both have route /hello",
+    );
+}
+
+#[test]
+fn a_malformed_spin_toml_fails_create() {
+    let c = containerd();
+    let toml = ROUTES_TOML.replace("[component.api]", "[component.api");
+    let image = spin_toml_image(&c, "kwasi.test/spin-malformed:v1", &toml);
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "/app/spin.toml: invalid manifest at byte",
+    );
+}
+
+/// A component that imports Spin's key-value interface, which kwasi does not provide yet.
+const KV_COMPONENT: &str = r#"(component
+  (import "spin:key-value/key-value@3.0.0" (instance
+    (export "exists" (func (param "key" string) (result bool)))
+  ))
+)"#;
+
+#[test]
+fn a_component_importing_an_interface_kwasi_lacks_fails_create_naming_it() {
+    let c = containerd();
+    let kv = part(WASM_LAYER, wat::parse_str(KV_COMPONENT).unwrap());
+    let locked = json!({
+        "spin_lock_version": 0,
+        "triggers": [{"id": "kv", "trigger_type": "http",
+                      "trigger_config": {"component": "kv", "route": "/..."}}],
+        "components": [{"id": "kv", "source": {"content_type": "application/wasm",
+                                                "digest": kv.digest()}}],
+    });
+    import_spin_layout(&c, "kwasi.test/spin-kv:v1", vec![kv.bytes], &locked);
+    assert_refused(
+        &c,
+        "kwasi.test/spin-kv:v1",
+        &[],
+        "spin:key-value/key-value@3.0.0",
+    );
+}
