@@ -64,18 +64,18 @@ impl Handler for HttpTrigger {
             return Ok(HttpService::fixed_response(404, ""));
         };
         for (name, value) in spin_headers(&request, &matched) {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                request.headers_mut().insert(name, value);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                request
+                    .headers_mut()
+                    .insert(HeaderName::from_static(name), value);
             }
         }
         matched.route.target.handle(request, admission).await
     }
 }
 
-/// The headers Spin adds to a request for its component.
+/// The headers Spin adds to a request for its component (lowercase names, as
+/// `HeaderName::from_static` needs them).
 fn spin_headers<B, T>(
     request: &hyper::Request<B>,
     matched: &Match<'_, T>,
