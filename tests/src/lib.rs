@@ -19,6 +19,7 @@ pub mod http;
 pub mod kube;
 pub mod layout;
 pub mod node;
+pub mod spin;
 pub mod wasi_testsuite;
 
 /// The containerd namespace every test uses.

@@ -35,6 +35,7 @@ const CASES: &[Case] = cases![
     a_deployment_of_50_replicas_becomes_ready,
     kubectl_exec_runs_a_module_in_a_wasm_pod_with_its_exit_code_and_input,
     an_exec_liveness_probe_keeps_a_passing_container_and_restarts_a_failing_one,
+    a_spinkube_style_deployment_of_a_spin_app_serves_its_routes,
     nothing_is_left_once_every_workload_is_deleted,
 ];
 
@@ -580,6 +581,54 @@ spec:
         ])
         .stdout;
     assert!(events.contains("Liveness probe failed"), "{events}");
+}
+
+/// A Deployment shaped like the ones SpinKube's operator makes: RuntimeClass `spin`, the
+/// image as `spin registry push` lays it out, `command: ["/"]`, port 80, the health route as
+/// readiness probe.
+fn a_spinkube_style_deployment_of_a_spin_app_serves_its_routes(cluster: &mut Cluster) {
+    let image = "kwasi.test/spin-three:v1";
+    kwasi_e2e::spin::import_three_components(&cluster.node.containerd, image).unwrap();
+    let manifest = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: spin-app
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: spin-app}}
+  template:
+    metadata:
+      labels: {{app: spin-app}}
+    spec:
+      runtimeClassName: spin
+      containers:
+      - name: spin-app
+        image: {image}
+        imagePullPolicy: Never
+        command: ["/"]
+        env:
+        - {{name: SPIN_HTTP_LISTEN_ADDR, value: "0.0.0.0:80"}}
+        ports:
+        - containerPort: 80
+        readinessProbe:
+          httpGet: {{path: /.well-known/spin/health, port: 80}}
+          periodSeconds: 1
+"#
+    );
+    cluster.apply(&manifest).unwrap();
+    wait_ready(cluster, "spin-app", 1, SOON);
+    let pod = pods_of(cluster, "spin-app").pop().expect("a pod");
+    let ip = pod_field(cluster, &pod, "{.status.podIP}");
+    let addr: std::net::SocketAddr = format!("{ip}:80").parse().unwrap();
+    let agent = http::client();
+    let (status, body) = http::get(&agent, addr, "/api/x").unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello from kwasi\n"));
+    let (status, body) = http::get(&agent, addr, "/front/page").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("spin-path-info=/front/page\n"), "{body}");
+    assert!(body.contains("spin-matched-route=/...\n"), "{body}");
 }
 
 fn nothing_is_left_once_every_workload_is_deleted(cluster: &mut Cluster) {

@@ -7,23 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kwasi_e2e::{guests_dir, http, layout, unique_id, Containerd, CtrOutput, RunningCtr, Shim};
+use kwasi_e2e::spin::{echo_wasm, hello_wasm, import, import_three_components, wasm_layer};
+use kwasi_e2e::{guests_dir, http, unique_id, Containerd, CtrOutput, RunningCtr, Shim};
 use serde_json::json;
-
-const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
-const LOCKED_APP: &str = "application/vnd.fermyon.spin.application.v1+config";
-
-/// The JavaScript echo component (Spin's JS SDK tooling): it answers with its path and the
-/// `spin-*` headers, one `name=value` per line.
-fn echo() -> Vec<u8> {
-    std::fs::read(guests_dir().join("spin/echo.wasm")).expect("tests/guests/spin/echo.wasm")
-}
-
-/// kwasi's C wasi:http guest: `hello from kwasi` for a GET.
-fn hello() -> Vec<u8> {
-    std::fs::read(guests_dir().join("http.wasm")).unwrap()
-}
 
 fn containerd() -> Containerd {
     Shim::SPIN.built().containerd().unwrap()
@@ -38,15 +24,18 @@ struct Served {
 }
 
 impl Served {
-    /// Runs `image` (with `args`) and waits until it listens.
+    /// Runs `image` (with `args`) with the spin shim and waits until it listens.
     fn start(c: Containerd, image: &str, args: &[&str]) -> Served {
+        Served::start_with(c, Shim::SPIN, image, args)
+    }
+
+    /// Runs `image` (with `args`) with `shim` and waits until it listens.
+    fn start_with(c: Containerd, shim: Shim, image: &str, args: &[&str]) -> Served {
         let addr = http::free_addr();
         let listen = format!("SPIN_HTTP_LISTEN_ADDR={addr}");
         let id = unique_id("spin");
         let flags = ["--net-host", "--env", listen.as_str()];
-        let run = c
-            .spawn_run(Shim::SPIN.runtime, &flags, image, &id, args)
-            .unwrap();
+        let run = c.spawn_run(shim.runtime, &flags, image, &id, args).unwrap();
         // Compiling a 12 MB JavaScript component takes a while on a small machine.
         if let Err(err) = http::wait_listening(addr, Duration::from_secs(180)) {
             let out = run.wait(Duration::from_secs(5));
@@ -112,7 +101,7 @@ source = "http.wasm"
 fn spin_toml_image(c: &Containerd, name: &str, toml: &str) -> String {
     let dir = c.dir();
     std::fs::write(dir.join("spin.toml"), toml).unwrap();
-    std::fs::write(dir.join("echo.wasm"), echo()).unwrap();
+    std::fs::write(dir.join("echo.wasm"), echo_wasm()).unwrap();
     let spin_toml = format!("{}:/app/spin.toml", dir.join("spin.toml").display());
     let http_wasm = format!(
         "{}:/app/http.wasm",
@@ -154,54 +143,11 @@ fn a_spin_toml_in_the_rootfs_routes_each_request_to_its_component() {
     app.stop();
 }
 
-/// A blob of the layout.
-fn part(media_type: &'static str, bytes: Vec<u8>) -> layout::Part<'static> {
-    layout::Part { media_type, bytes }
-}
-
-/// The locked app `spin registry push` writes for three components (two sharing one wasm
-/// layer) with a wildcard route.
-fn locked_app(echo: &str, hello: &str) -> serde_json::Value {
-    let component = |id: &str, digest: &str| json!({"id": id, "source": {"content_type": "application/wasm", "digest": digest}});
-    let trigger = |id: &str, route: &str| {
-        json!({"id": format!("{id}-http-trigger"), "trigger_type": "http",
-               "trigger_config": {"component": id, "route": route}})
-    };
-    json!({
-        "spin_lock_version": 0,
-        "metadata": {"name": "three", "version": "0.1.0", "trigger": {"type": "http"},
-                     "triggers": {}},
-        "triggers": [trigger("front", "/..."), trigger("api", "/api/..."),
-                     trigger("exact", "/exact")],
-        "components": [component("front", echo), component("api", hello),
-                       component("exact", echo)],
-    })
-}
-
-/// Writes and imports Spin's OCI layout of `locked` with `wasm` layers, as `name`.
-fn import_spin_layout(c: &Containerd, name: &str, wasm: Vec<Vec<u8>>, locked: &serde_json::Value) {
-    let locked = part(LOCKED_APP, serde_json::to_vec(locked).unwrap());
-    let config = json!({
-        "architecture": "wasm",
-        "os": "wasip1",
-        "config": {"Labels": {"com.fermyon.spin.lockedAppDigest": locked.digest()}},
-        "rootfs": {"type": "layers", "diff_ids": []},
-    });
-    let config = part(CONFIG, serde_json::to_vec(&config).unwrap());
-    let mut layers: Vec<layout::Part> = wasm.into_iter().map(|w| part(WASM_LAYER, w)).collect();
-    layers.push(locked);
-    let tar = c.dir().join("spin-layout.tar");
-    layout::write(&tar, name, config, layers).unwrap();
-    c.import_without_unpacking(&tar).unwrap();
-}
-
 #[test]
 fn a_spin_oci_image_as_spin_registry_push_writes_it_serves_its_routes() {
     let c = containerd();
-    let (echo, hello) = (part(WASM_LAYER, echo()), part(WASM_LAYER, hello()));
-    let locked = locked_app(&echo.digest(), &hello.digest());
     let name = "kwasi.test/spin-three:v1";
-    import_spin_layout(&c, name, vec![echo.bytes, hello.bytes], &locked);
+    import_three_components(&c, name).unwrap();
     let app = Served::start(c, name, &[]);
 
     let (status, body) = app.get("/foo/bar?x=1");
@@ -229,6 +175,18 @@ fn a_spin_oci_image_as_spin_registry_push_writes_it_serves_its_routes() {
     app.stop();
 }
 
+#[test]
+fn the_wasmtime_shim_runs_a_spin_app_too() {
+    let c = Shim::WASMTIME.on(kwasi_e2e::Release::V2).containerd().unwrap();
+    let name = "kwasi.test/spin-three:v1";
+    import_three_components(&c, name).unwrap();
+    let app = Served::start_with(c, Shim::WASMTIME, name, &[]);
+    assert_eq!(app.get("/api/v1"), (200, "hello from kwasi\n".to_string()));
+    let (_, body) = app.get("/exact");
+    assert_eq!(field(&body, "spin-matched-route"), "/exact");
+    app.stop();
+}
+
 /// Runs `image` expecting `create` to fail with `reason`; checks that nothing is left.
 fn assert_refused(c: &Containerd, image: &str, args: &[&str], reason: &str) {
     let id = unique_id("spin-bad");
@@ -246,10 +204,10 @@ fn assert_refused(c: &Containerd, image: &str, args: &[&str], reason: &str) {
 #[test]
 fn a_locked_app_that_references_a_missing_layer_fails_create() {
     let c = containerd();
-    let hello = part(WASM_LAYER, hello());
+    let hello = wasm_layer(hello_wasm());
     let missing = format!("sha256:{}", "0".repeat(64));
-    let locked = locked_app(&missing, &hello.digest());
-    import_spin_layout(&c, "kwasi.test/spin-missing:v1", vec![hello.bytes], &locked);
+    let locked = kwasi_e2e::spin::three_components(&missing, &hello.digest());
+    import(&c, "kwasi.test/spin-missing:v1", vec![hello], &locked).unwrap();
     let reason = format!("component front: its wasm {missing} is not a layer of the image");
     assert_refused(&c, "kwasi.test/spin-missing:v1", &[], &reason);
 }
@@ -290,7 +248,7 @@ const KV_COMPONENT: &str = r#"(component
 #[test]
 fn a_component_importing_an_interface_kwasi_lacks_fails_create_naming_it() {
     let c = containerd();
-    let kv = part(WASM_LAYER, wat::parse_str(KV_COMPONENT).unwrap());
+    let kv = wasm_layer(wat::parse_str(KV_COMPONENT).unwrap());
     let locked = json!({
         "spin_lock_version": 0,
         "triggers": [{"id": "kv", "trigger_type": "http",
@@ -298,7 +256,7 @@ fn a_component_importing_an_interface_kwasi_lacks_fails_create_naming_it() {
         "components": [{"id": "kv", "source": {"content_type": "application/wasm",
                                                 "digest": kv.digest()}}],
     });
-    import_spin_layout(&c, "kwasi.test/spin-kv:v1", vec![kv.bytes], &locked);
+    import(&c, "kwasi.test/spin-kv:v1", vec![kv], &locked).unwrap();
     assert_refused(
         &c,
         "kwasi.test/spin-kv:v1",

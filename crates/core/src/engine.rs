@@ -129,7 +129,7 @@ pub trait Engine: Clone + Send + Sync + 'static {
         let _ = (app, workload, compile);
         Err(EngineError::Other(format!(
             "the image is a Spin application; the {} shim runs one module per container (Spin \
-             applications run with the spin shim, runtime io.containerd.spin.v2)",
+             applications run with the spin and wasmtime shims)",
             self.name()
         )))
     }

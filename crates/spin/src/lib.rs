@@ -20,6 +20,7 @@ pub mod routes;
 pub mod trigger;
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::Path;
 
 use kwasi_core::engine::{AppSource, Engine, EngineError, Scratch, WasmBytes, Workload};
@@ -31,26 +32,47 @@ use routes::Router;
 /// The file name of a Spin manifest.
 pub const MANIFEST_NAME: &str = "spin.toml";
 
-/// Runs Spin applications, and plain modules and components as the wasmtime engine does.
-#[derive(Clone)]
-pub struct SpinEngine {
-    wasmtime: WasmtimeEngine,
-    name: &'static str,
+/// The name a shim gives [`SpinEngine`] in its logs and errors.
+pub trait ShimName: Send + Sync + 'static {
+    /// `spin`, `wasmtime`.
+    const NAME: &'static str;
 }
 
-impl Default for SpinEngine {
-    fn default() -> Self {
-        SpinEngine::named("spin")
+/// `containerd-shim-spin-v2`.
+pub struct SpinShim;
+
+impl ShimName for SpinShim {
+    const NAME: &'static str = "spin";
+}
+
+/// `containerd-shim-wasmtime-v1`, which runs Spin applications too.
+pub struct WasmtimeShim;
+
+impl ShimName for WasmtimeShim {
+    const NAME: &'static str = "wasmtime";
+}
+
+/// Runs Spin applications, and plain modules and components as the wasmtime engine does;
+/// named after the shim `N` it serves.
+pub struct SpinEngine<N: ShimName = SpinShim> {
+    wasmtime: WasmtimeEngine,
+    shim: PhantomData<N>,
+}
+
+impl<N: ShimName> Clone for SpinEngine<N> {
+    fn clone(&self) -> Self {
+        SpinEngine {
+            wasmtime: self.wasmtime.clone(),
+            shim: PhantomData,
+        }
     }
 }
 
-impl SpinEngine {
-    /// The engine, under `name` in logs and errors (`spin`, or `wasmtime` for the wasmtime
-    /// shim, which runs Spin applications too).
-    pub fn named(name: &'static str) -> SpinEngine {
+impl<N: ShimName> Default for SpinEngine<N> {
+    fn default() -> Self {
         SpinEngine {
             wasmtime: WasmtimeEngine::default(),
-            name,
+            shim: PhantomData,
         }
     }
 }
@@ -70,11 +92,11 @@ pub struct LoadedApp {
     config: kwasi_core::http::HttpConfig,
 }
 
-impl Engine for SpinEngine {
+impl<N: ShimName> Engine for SpinEngine<N> {
     type Module = SpinModule;
 
     fn name(&self) -> &'static str {
-        self.name
+        N::NAME
     }
 
     fn runs_components(&self) -> bool {
