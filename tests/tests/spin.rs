@@ -176,8 +176,34 @@ fn a_spin_oci_image_as_spin_registry_push_writes_it_serves_its_routes() {
 }
 
 #[test]
+fn an_app_packaged_by_kwasi_image_build_spin_runs() {
+    let c = containerd();
+    let dir = c.dir();
+    std::fs::write(dir.join("spin.toml"), ROUTES_TOML).unwrap();
+    std::fs::write(dir.join("echo.wasm"), echo_wasm()).unwrap();
+    std::fs::write(dir.join("http.wasm"), hello_wasm()).unwrap();
+    let (tar, image) = c
+        .build_image(
+            "kwasi.test/spin-packaged:v1",
+            &dir.join("spin.toml"),
+            &["--spin"],
+        )
+        .unwrap();
+    c.import_without_unpacking(&tar).unwrap();
+    let app = Served::start(c, &image, &[]);
+    let (status, body) = app.get("/hello");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(field(&body, "spin-matched-route"), "/hello");
+    assert_eq!(app.get("/api/x"), (200, "hello from kwasi\n".to_string()));
+    app.stop();
+}
+
+#[test]
 fn the_wasmtime_shim_runs_a_spin_app_too() {
-    let c = Shim::WASMTIME.on(kwasi_e2e::Release::V2).containerd().unwrap();
+    let c = Shim::WASMTIME
+        .on(kwasi_e2e::Release::V2)
+        .containerd()
+        .unwrap();
     let name = "kwasi.test/spin-three:v1";
     import_three_components(&c, name).unwrap();
     let app = Served::start_with(c, Shim::WASMTIME, name, &[]);

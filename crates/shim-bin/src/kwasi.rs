@@ -1,7 +1,8 @@
 //! `kwasi`: the command-line tool that comes with the shims.
 //!
 //! `kwasi image build` packs a `.wasm` (and extra files) into an OCI image archive for
-//! `ctr images import`: as a file in the image, as a wasm layer, or as a CNCF wasm artifact.
+//! `ctr images import`: as a file in the image, as a wasm layer, or as a CNCF wasm artifact;
+//! `--spin` packs a Spin application as `spin registry push` does.
 //! `kwasi install` puts the shims on a node and registers them with containerd;
 //! `kwasi uninstall` undoes it.
 
@@ -111,6 +112,11 @@ struct BuildArgs {
     /// imports it with `ctr images import --all-platforms --no-unpack`.
     #[arg(long)]
     artifact: bool,
+    /// Package the Spin application whose spin.toml is MODULE, in the layout `spin registry
+    /// push` writes (a layer per component, the locked app last); import it with `ctr images
+    /// import --all-platforms --no-unpack` and run it with the spin or wasmtime shim.
+    #[arg(long, conflicts_with_all = ["artifact", "layer_type", "files", "env", "workdir", "args"])]
+    spin: bool,
     /// An extra file, as SRC:DEST with DEST absolute in the image (repeatable).
     #[arg(long = "file", value_name = "SRC:DEST")]
     files: Vec<String>,
@@ -120,7 +126,7 @@ struct BuildArgs {
     /// The working directory of the process.
     #[arg(long)]
     workdir: Option<String>,
-    /// The .wasm module.
+    /// The .wasm module (with --spin, the app's spin.toml).
     module: PathBuf,
     /// Arguments passed to the module after its name.
     #[arg(last = true)]
@@ -139,6 +145,9 @@ enum LayerType {
 }
 
 fn build(args: BuildArgs) -> Result<()> {
+    if args.spin {
+        return build_spin(&args);
+    }
     let mut recipe = ImageRecipe::new(args.tag, args.module);
     recipe.module_dest = args.module_path;
     recipe.packing = match (args.artifact, args.layer_type) {
@@ -165,6 +174,25 @@ fn build(args: BuildArgs) -> Result<()> {
     recipe.write_archive(&args.output)?;
     println!("{} -> {}", recipe.reference(), args.output.display());
     Ok(())
+}
+
+#[cfg(feature = "spin")]
+fn build_spin(args: &BuildArgs) -> Result<()> {
+    let image = kwasi_spin::oci::package(&args.module).map_err(|e| anyhow!("{e}"))?;
+    let reference = kwasi_core::image::write_image(
+        &args.output,
+        &args.tag,
+        image.config,
+        image.layers,
+        image.annotations,
+    )?;
+    println!("{reference} -> {}", args.output.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "spin"))]
+fn build_spin(_: &BuildArgs) -> Result<()> {
+    Err(anyhow!("this kwasi was built without the spin feature"))
 }
 
 fn main() -> ExitCode {

@@ -2,8 +2,6 @@
 //! a file next to `spin.toml`) and everything kwasi cannot honour refused, with a reason,
 //! before anything is compiled.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use kwasi_core::engine::WasmBytes;
 use kwasi_core::image::layers::WasmLayer;
@@ -113,11 +111,10 @@ pub fn resolve(app: &LockedApp, layers: &[WasmLayer]) -> Result<ResolvedApp, App
              files yet"
         )));
     }
-    let by_digest: BTreeMap<&str, &WasmLayer> =
-        layers.iter().map(|l| (l.digest.as_str(), l)).collect();
+    let layers: Vec<&WasmLayer> = layers.iter().collect();
     let mut components = Vec::new();
     for component in &app.components {
-        components.push(component_source(component, &by_digest)?);
+        components.push(component_source(component, &layers)?);
     }
     let mut http = Vec::new();
     for trigger in &app.triggers {
@@ -167,7 +164,7 @@ fn check_requirements(app: &LockedApp) -> Result<(), AppError> {
 
 fn component_source(
     component: &LockedComponent,
-    layers: &BTreeMap<&str, &WasmLayer>,
+    layers: &[&WasmLayer],
 ) -> Result<ComponentSource, AppError> {
     let id = &component.id;
     let source_error = |reason: String| AppError::Source {
@@ -186,7 +183,7 @@ fn component_source(
             "has files; kwasi does not give components files yet".into(),
         ));
     }
-    let wasm = content(id, &component.source.content, layers)?;
+    let wasm = source_bytes(id, &component.source.content, layers)?;
     if !wasm.bytes.starts_with(b"\0asm") {
         return Err(source_error(format!(
             "{} is not a WebAssembly binary",
@@ -204,17 +201,19 @@ fn component_source(
     })
 }
 
-fn content(
+/// The bytes `content` refers to: the layer of its digest among `layers`, its inline
+/// content, or its `file://` source.
+pub fn source_bytes(
     component: &str,
     content: &ContentRef,
-    layers: &BTreeMap<&str, &WasmLayer>,
+    layers: &[&WasmLayer],
 ) -> Result<WasmBytes, AppError> {
     let source_error = |reason: String| AppError::Source {
         component: component.to_string(),
         reason,
     };
     if let Some(digest) = &content.digest {
-        if let Some(layer) = layers.get(digest.as_str()) {
+        if let Some(layer) = layers.iter().find(|l| l.digest == *digest) {
             return Ok(WasmBytes {
                 origin: format!("component {component} (layer {digest})"),
                 bytes: layer.bytes.clone(),

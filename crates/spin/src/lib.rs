@@ -16,6 +16,7 @@
 pub mod app;
 pub mod locked;
 pub mod manifest;
+pub mod oci;
 pub mod routes;
 pub mod trigger;
 

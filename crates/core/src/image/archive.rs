@@ -111,12 +111,7 @@ impl ImageRecipe {
 
     /// The reference the image is imported as.
     pub fn reference(&self) -> String {
-        let last = self.name.rsplit('/').next().unwrap_or(&self.name);
-        if last.contains(':') || last.contains('@') {
-            self.name.clone()
-        } else {
-            format!("{}:latest", self.name)
-        }
+        full_reference(&self.name)
     }
 
     /// Writes the image archive to `out`.
@@ -132,27 +127,7 @@ impl ImageRecipe {
                 (self.image(&mut blobs)?, Some(platform))
             }
         };
-        let reference = self.reference();
-        let tag = reference
-            .rsplit_once(':')
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_else(|| "latest".to_string());
-        let mut top = top;
-        top.set_platform(platform);
-        top.set_annotations(Some(
-            [
-                (IMAGE_NAME_ANNOTATION.to_string(), reference),
-                (REF_NAME_ANNOTATION.to_string(), tag),
-            ]
-            .into_iter()
-            .collect(),
-        ));
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(vec![top])
-            .build()?;
-        write_layout(out, &blobs, &serde_json::to_vec(&index)?)
+        write_index(out, &self.reference(), top, platform, &blobs)
     }
 
     /// An ordinary image: its blobs go to `blobs`; returns its manifest's descriptor.
@@ -195,7 +170,7 @@ impl ImageRecipe {
             )
             .build()?;
         let config = Blob::json(MediaType::ImageConfig, &image_config)?;
-        self.manifest(blobs, config, layers)
+        push_manifest(blobs, config, layers, None)
     }
 
     /// A CNCF wasm artifact behind an image index: its blobs go to `blobs`; returns the
@@ -223,7 +198,7 @@ impl ImageRecipe {
                 "layerDigests": [layer.descriptor.digest().to_string()],
             }))?,
         )?;
-        let mut manifest = self.manifest(blobs, config, vec![layer])?;
+        let mut manifest = push_manifest(blobs, config, vec![layer], None)?;
         manifest.set_platform(Some(wasm_platform()?));
         let index = ImageIndexBuilder::default()
             .schema_version(2u32)
@@ -252,32 +227,103 @@ impl ImageRecipe {
             .set_annotations(Some([(TITLE_ANNOTATION.to_string(), title)].into()));
         Ok(layer)
     }
+}
 
-    /// A manifest of `config` and `layers`: all go to `blobs`; returns its descriptor.
-    fn manifest(
-        &self,
-        blobs: &mut Vec<Blob>,
-        config: Blob,
-        layers: Vec<Blob>,
-    ) -> Result<Descriptor> {
-        let manifest = ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
-            .config(config.descriptor.clone())
-            .layers(
-                layers
-                    .iter()
-                    .map(|l| l.descriptor.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .build()?;
-        let manifest = Blob::json(MediaType::ImageManifest, &manifest)?;
-        let descriptor = manifest.descriptor.clone();
-        blobs.push(config);
-        blobs.extend(layers);
-        blobs.push(manifest);
-        Ok(descriptor)
+/// A manifest of `config` and `layers`, with `annotations`: all go to `blobs`; returns its
+/// descriptor.
+fn push_manifest(
+    blobs: &mut Vec<Blob>,
+    config: Blob,
+    layers: Vec<Blob>,
+    annotations: Option<std::collections::HashMap<String, String>>,
+) -> Result<Descriptor> {
+    let mut manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config.descriptor.clone())
+        .layers(
+            layers
+                .iter()
+                .map(|l| l.descriptor.clone())
+                .collect::<Vec<_>>(),
+        )
+        .build()?;
+    manifest.set_annotations(annotations);
+    let manifest = Blob::json(MediaType::ImageManifest, &manifest)?;
+    let descriptor = manifest.descriptor.clone();
+    blobs.push(config);
+    blobs.extend(layers);
+    blobs.push(manifest);
+    Ok(descriptor)
+}
+
+/// A blob of an image, as is: a layer or a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBlob {
+    /// Its media type.
+    pub media_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Writes to `out` the archive of an image named `reference` (`:latest` when it has no tag)
+/// whose manifest has `config`, `layers` in order and `annotations`, for `ctr images import`
+/// (`--all-platforms --no-unpack` when the image has no filesystem). Returns the reference.
+pub fn write_image(
+    out: &Path,
+    reference: &str,
+    config: RawBlob,
+    layers: Vec<RawBlob>,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<String> {
+    let raw = |b: RawBlob| Blob::new(MediaType::Other(b.media_type), b.bytes);
+    let config = raw(config)?;
+    let layers = layers.into_iter().map(raw).collect::<Result<Vec<_>>>()?;
+    let annotations = (!annotations.is_empty()).then(|| annotations.into_iter().collect());
+    let mut blobs = Vec::new();
+    let top = push_manifest(&mut blobs, config, layers, annotations)?;
+    let reference = full_reference(reference);
+    write_index(out, &reference, top, None, &blobs)?;
+    Ok(reference)
+}
+
+/// `name` with `:latest` when it has no tag or digest.
+fn full_reference(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || last.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
     }
+}
+
+/// Writes the layout of `blobs` with an index naming `top` (for `platform`) `reference`.
+fn write_index(
+    out: &Path,
+    reference: &str,
+    mut top: Descriptor,
+    platform: Option<Platform>,
+    blobs: &[Blob],
+) -> Result<()> {
+    let tag = reference
+        .rsplit_once(':')
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_else(|| "latest".to_string());
+    top.set_platform(platform);
+    top.set_annotations(Some(
+        [
+            (IMAGE_NAME_ANNOTATION.to_string(), reference.to_string()),
+            (REF_NAME_ANNOTATION.to_string(), tag),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![top])
+        .build()?;
+    write_layout(out, blobs, &serde_json::to_vec(&index)?)
 }
 
 /// Writes the OCI layout of `blobs` and `index` as a tar to `out`.

@@ -11,7 +11,7 @@
 pub mod archive;
 pub mod layers;
 
-pub use archive::{ImageRecipe, Packing};
+pub use archive::{write_image, ImageRecipe, Packing, RawBlob};
 
 /// The config media type of a CNCF wasm OCI artifact.
 pub const WASM_ARTIFACT_CONFIG: &str = "application/vnd.wasm.config.v0+json";
