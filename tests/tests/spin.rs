@@ -26,15 +26,19 @@ struct Served {
 impl Served {
     /// Runs `image` (with `args`) with the spin shim and waits until it listens.
     fn start(c: Containerd, image: &str, args: &[&str]) -> Served {
-        Served::start_with(c, Shim::SPIN, image, args)
+        Served::start_with(c, Shim::SPIN, image, args, &[])
     }
 
-    /// Runs `image` (with `args`) with `shim` and waits until it listens.
-    fn start_with(c: Containerd, shim: Shim, image: &str, args: &[&str]) -> Served {
+    /// Runs `image` (with `args` and the `KEY=VALUE` variables of `env`) with `shim` and waits
+    /// until it listens.
+    fn start_with(c: Containerd, shim: Shim, image: &str, args: &[&str], env: &[&str]) -> Served {
         let addr = http::free_addr();
         let listen = format!("SPIN_HTTP_LISTEN_ADDR={addr}");
         let id = unique_id("spin");
-        let flags = ["--net-host", "--env", listen.as_str()];
+        let mut flags = vec!["--net-host", "--env", listen.as_str()];
+        for var in env {
+            flags.extend(["--env", var]);
+        }
         let run = c.spawn_run(shim.runtime, &flags, image, &id, args).unwrap();
         // Compiling a 12 MB JavaScript component takes a while on a small machine.
         if let Err(err) = http::wait_listening(addr, Duration::from_secs(180)) {
@@ -102,24 +106,17 @@ fn spin_toml_image(c: &Containerd, name: &str, toml: &str) -> String {
     let dir = c.dir();
     std::fs::write(dir.join("spin.toml"), toml).unwrap();
     std::fs::write(dir.join("echo.wasm"), echo_wasm()).unwrap();
-    let spin_toml = format!("{}:/app/spin.toml", dir.join("spin.toml").display());
-    let http_wasm = format!(
-        "{}:/app/http.wasm",
-        guests_dir().join("http.wasm").display()
-    );
-    c.import_wasm(
-        name,
-        &dir.join("echo.wasm"),
-        &[
-            "--module-path",
-            "/app/echo.wasm",
-            "--file",
-            &spin_toml,
-            "--file",
-            &http_wasm,
-        ],
-    )
-    .unwrap()
+    let file = |src: std::path::PathBuf, dest: &str| format!("{}:{dest}", src.display());
+    let files = [
+        file(dir.join("spin.toml"), "/app/spin.toml"),
+        file(guests_dir().join("http.wasm"), "/app/http.wasm"),
+        file(guests_dir().join("spin/vars.wasm"), "/app/vars.wasm"),
+    ];
+    let mut extra = vec!["--module-path", "/app/echo.wasm"];
+    for f in &files {
+        extra.extend(["--file", f.as_str()]);
+    }
+    c.import_wasm(name, &dir.join("echo.wasm"), &extra).unwrap()
 }
 
 #[test]
@@ -206,11 +203,59 @@ fn the_wasmtime_shim_runs_a_spin_app_too() {
         .unwrap();
     let name = "kwasi.test/spin-three:v1";
     import_three_components(&c, name).unwrap();
-    let app = Served::start_with(c, Shim::WASMTIME, name, &[]);
+    let app = Served::start_with(c, Shim::WASMTIME, name, &[], &[]);
     assert_eq!(app.get("/api/v1"), (200, "hello from kwasi\n".to_string()));
     let (_, body) = app.get("/exact");
     assert_eq!(field(&body, "spin-matched-route"), "/exact");
     app.stop();
+}
+
+const VARIABLES_TOML: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "variables"
+
+[variables]
+greeting = { default = "hi" }
+api_key = { required = true, secret = true }
+
+[[trigger.http]]
+route = "/vars/..."
+component = "vars"
+
+[component.vars]
+source = "vars.wasm"
+variables = { message = "{{ greeting }} from kwasi", key = "{{ api_key }}" }
+"#;
+
+#[test]
+fn a_component_reads_its_variables_with_values_from_the_environment_and_defaults() {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-vars:v1", VARIABLES_TOML);
+    let env = ["SPIN_VARIABLE_API_KEY=s3cret"];
+    let app = Served::start_with(c, Shim::SPIN, &image, &["/app/spin.toml"], &env);
+    assert_eq!(
+        app.get("/vars/message"),
+        (200, "message=hi from kwasi\n".to_string())
+    );
+    assert_eq!(app.get("/vars/key"), (200, "key=s3cret\n".to_string()));
+    assert_eq!(
+        app.get("/vars/nope"),
+        (500, "error: undefined\n".to_string())
+    );
+    app.stop();
+}
+
+#[test]
+fn a_required_variable_without_a_value_fails_create_naming_its_environment_variable() {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-novar:v1", VARIABLES_TOML);
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "set SPIN_VARIABLE_API_KEY in the container's environment",
+    );
 }
 
 /// Runs `image` expecting `create` to fail with `reason`; checks that nothing is left.

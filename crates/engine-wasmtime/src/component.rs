@@ -47,24 +47,32 @@ impl World {
     }
 }
 
-/// The store's data for a component: WASI state and, for services, HTTP state.
-struct Host {
+/// The store's data for a component: WASI state, HTTP state, and the state of the host
+/// interfaces an [`Extension`] adds.
+pub struct Host<S = ()> {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
+    state: S,
 }
 
-impl Host {
-    fn new(wasi: WasiCtx) -> Host {
+impl<S> Host<S> {
+    fn new(wasi: WasiCtx, state: S) -> Host<S> {
         Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
+            state,
         }
+    }
+
+    /// The state of the extension's host interfaces for this instance.
+    pub fn state(&mut self) -> &mut S {
+        &mut self.state
     }
 }
 
-impl WasiView for Host {
+impl<S: Send + 'static> WasiView for Host<S> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -73,7 +81,7 @@ impl WasiView for Host {
     }
 }
 
-impl WasiHttpView for Host {
+impl<S: Send + 'static> WasiHttpView for Host<S> {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,
@@ -83,7 +91,34 @@ impl WasiHttpView for Host {
     }
 }
 
-fn linker(engine: &wasmtime::Engine, with_http: bool) -> Result<Linker<Host>, EngineError> {
+/// Host interfaces an embedder gives HTTP components besides WASI and `wasi:http` (Spin's
+/// variables, say): what it adds to their linker, and each instance's state.
+pub trait Extension: Clone + Send + Sync + 'static {
+    /// An instance's state, in its store's [`Host`].
+    type State: Send + 'static;
+
+    /// Adds the interfaces to `linker`.
+    fn add_to_linker(linker: &mut Linker<Host<Self::State>>) -> wasmtime::Result<()>;
+
+    /// The state of a new instance.
+    fn new_state(&self) -> Self::State;
+}
+
+/// No host interfaces beyond WASI and `wasi:http`.
+impl Extension for () {
+    type State = ();
+
+    fn add_to_linker(_: &mut Linker<Host>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn new_state(&self) {}
+}
+
+fn linker<S: Send + 'static>(
+    engine: &wasmtime::Engine,
+    with_http: bool,
+) -> Result<Linker<Host<S>>, EngineError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
@@ -106,7 +141,7 @@ pub(crate) fn run_command(
         .build()
         .map_err(|e| EngineError::Other(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async {
-        let mut store = Store::new(engine, Host::new(wasi));
+        let mut store = Store::new(engine, Host::new(wasi, ()));
         let command = Command::instantiate_async(&mut store, component, &linker(engine, true)?)
             .await
             .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
@@ -128,7 +163,7 @@ pub(crate) fn serve(
 ) -> Result<i32, EngineError> {
     let config = HttpConfig::from_env(&workload.env, Resources::of_this_process())
         .map_err(|e| EngineError::Other(e.to_string()))?;
-    let handler = HttpService::prepare(engine, component, workload.env.clone())?;
+    let handler = HttpService::prepare(engine, component, workload.env.clone(), ())?;
     kwasi_core::http::serve(&config, handler)
         .map(|shutdown| shutdown.exit_code())
         .map_err(|e| EngineError::Other(e.to_string()))
@@ -137,10 +172,20 @@ pub(crate) fn serve(
 /// A `wasi:http/incoming-handler` component, linked and ready to answer requests, each in a
 /// fresh instance. It is the [`kwasi_core::http::Handler`] of a plain HTTP component, and the
 /// building block of applications that route requests to several components.
-#[derive(Clone)]
-pub struct HttpService {
-    pre: ProxyPre<Host>,
+pub struct HttpService<X: Extension = ()> {
+    pre: ProxyPre<Host<X::State>>,
     env: Vec<(String, String)>,
+    extension: X,
+}
+
+impl<X: Extension> Clone for HttpService<X> {
+    fn clone(&self) -> Self {
+        HttpService {
+            pre: self.pre.clone(),
+            env: self.env.clone(),
+            extension: self.extension.clone(),
+        }
+    }
 }
 
 /// The body of a response from an [`HttpService`].
@@ -149,50 +194,59 @@ pub type ResponseBody = HyperOutgoingBody;
 /// The error of a [`ResponseBody`].
 pub type ResponseBodyError = wasmtime_wasi_http::Error;
 
-impl HttpService {
-    /// Links `component` with WASI and `wasi:http` and checks that it exports
-    /// `wasi:http/incoming-handler`. The error names an import that is not provided.
+impl<X: Extension> HttpService<X> {
+    /// Links `component` with WASI, `wasi:http` and `extension`'s interfaces, and checks that
+    /// it exports `wasi:http/incoming-handler`. The error names an import that is not
+    /// provided.
     pub fn new(
         engine: &crate::WasmtimeEngine,
         component: &crate::Compiled,
         env: Vec<(String, String)>,
-    ) -> Result<HttpService, EngineError> {
+        extension: X,
+    ) -> Result<HttpService<X>, EngineError> {
         let crate::Compiled::Component(component) = component else {
             return Err(EngineError::Other(
                 "is a core module, not a wasi:http component".to_string(),
             ));
         };
-        HttpService::prepare(engine.engine_for_components()?, component, env)
+        HttpService::prepare(engine.engine_for_components()?, component, env, extension)
     }
 
     fn prepare(
         engine: &wasmtime::Engine,
         component: &Component,
         env: Vec<(String, String)>,
-    ) -> Result<HttpService, EngineError> {
-        let pre = linker(engine, true)?
+        extension: X,
+    ) -> Result<HttpService<X>, EngineError> {
+        let mut linker = linker(engine, true)?;
+        X::add_to_linker(&mut linker)
+            .map_err(|e| EngineError::Other(format!("linking host interfaces: {e:#}")))?;
+        let pre = linker
             .instantiate_pre(component)
             .and_then(ProxyPre::new)
             .map_err(|e| {
                 EngineError::Other(format!("preparing the component: {}", one_line(&e)))
             })?;
-        Ok(HttpService { pre, env })
-    }
-
-    /// A response with a fixed body, of the type the component's responses have.
-    pub fn fixed_response(status: u16, body: &'static str) -> hyper::Response<ResponseBody> {
-        use http_body_util::BodyExt;
-        let body = http_body_util::Full::new(hyper::body::Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let mut response = hyper::Response::new(body);
-        *response.status_mut() =
-            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
-        response
+        Ok(HttpService {
+            pre,
+            env,
+            extension,
+        })
     }
 }
 
-impl kwasi_core::http::Handler for HttpService {
+/// A response with a fixed body, of the type the component's responses have.
+pub fn fixed_response(status: u16, body: &'static str) -> hyper::Response<ResponseBody> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Full::new(hyper::body::Bytes::from_static(body.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    response
+}
+
+impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
     type Body = HyperOutgoingBody;
     type BodyError = wasmtime_wasi_http::Error;
 
@@ -209,7 +263,10 @@ impl kwasi_core::http::Handler for HttpService {
             .inherit_stderr()
             .envs(&self.env)
             .build();
-        let mut store = Store::new(self.pre.engine(), Host::new(wasi));
+        let mut store = Store::new(
+            self.pre.engine(),
+            Host::new(wasi, self.extension.new_state()),
+        );
         let request = request.map(|body| {
             http_body_util::BodyExt::map_err(body, |err| match err {
                 kwasi_core::http::BodyError::TooLarge { limit } => {

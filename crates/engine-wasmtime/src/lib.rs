@@ -24,7 +24,9 @@ use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use component::World;
-pub use component::{HttpService, ResponseBody, ResponseBodyError};
+pub use component::{
+    fixed_response, Extension, Host, HttpService, ResponseBody, ResponseBodyError,
+};
 
 /// Runs WASI preview 1 modules and WASI preview 2 components with wasmtime.
 #[derive(Clone, Default)]

@@ -62,6 +62,8 @@ pub struct ComponentSource {
     pub wasm: WasmBytes,
     /// Its environment.
     pub env: Vec<(String, String)>,
+    /// Its variables, whose values may refer to the app's (`{{ name }}`).
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 /// An HTTP trigger: a route and its component.
@@ -84,6 +86,8 @@ pub struct ResolvedApp {
     pub components: Vec<ComponentSource>,
     /// Its HTTP triggers.
     pub http: Vec<HttpTrigger>,
+    /// Its variables.
+    pub variables: std::collections::BTreeMap<String, crate::locked::Variable>,
 }
 
 /// The locked app among an image's layers.
@@ -137,6 +141,7 @@ pub fn resolve(app: &LockedApp, layers: &[WasmLayer]) -> Result<ResolvedApp, App
         name: app.name().unwrap_or("spin-app").to_string(),
         components,
         http,
+        variables: app.variables.clone(),
     })
 }
 
@@ -198,6 +203,7 @@ fn component_source(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        config: component.config.clone(),
     })
 }
 

@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod oci;
 pub mod routes;
 pub mod trigger;
+pub mod variables;
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -29,6 +30,7 @@ use kwasi_engine_wasmtime::{Compiled, HttpService, WasmtimeEngine};
 
 use app::{locked_app_of, resolve};
 use routes::Router;
+use variables::{SpinHost, Variables};
 
 /// The file name of a Spin manifest.
 pub const MANIFEST_NAME: &str = "spin.toml";
@@ -89,7 +91,7 @@ pub enum SpinModule {
 /// An application ready to serve: its routes, each to a linked component.
 pub struct LoadedApp {
     name: String,
-    router: Router<HttpService>,
+    router: Router<HttpService<SpinHost>>,
     config: kwasi_core::http::HttpConfig,
 }
 
@@ -188,10 +190,16 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             if !resolved.http.iter().any(|t| t.component == component.id) {
                 continue;
             }
+            let variables =
+                Variables::resolve(&resolved.variables, &component.config, &workload.env)
+                    .map_err(|e| other(format!("component {}: {e}", component.id)))?;
             let service = match compile(&component.wasm) {
-                Ok(SpinModule::Plain(compiled)) => {
-                    HttpService::new(&self.wasmtime, &compiled, component.env.clone())
-                }
+                Ok(SpinModule::Plain(compiled)) => HttpService::new(
+                    &self.wasmtime,
+                    &compiled,
+                    component.env.clone(),
+                    SpinHost::new(variables),
+                ),
                 Ok(SpinModule::App(_)) => Err(other("is an application".into())),
                 Err(err) => Err(err),
             }

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use hyper::header::{HeaderName, HeaderValue};
 use kwasi_core::http::{Admission, ClientAddr, Handler, HttpConfig, RequestBody, Resources};
-use kwasi_engine_wasmtime::{HttpService, ResponseBody, ResponseBodyError};
+use kwasi_engine_wasmtime::{fixed_response, HttpService, ResponseBody, ResponseBodyError};
 
 use crate::routes::{Match, Router, WELL_KNOWN_PREFIX};
+use crate::variables::SpinHost;
 
 /// Where the trigger listens unless `SPIN_HTTP_LISTEN_ADDR` says otherwise (as Spin's shim).
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:80";
@@ -34,12 +35,12 @@ pub fn http_config(env: &[(String, String)]) -> Result<HttpConfig, String> {
 
 /// An app's HTTP trigger: its routes, each to a component ready to answer.
 pub struct HttpTrigger {
-    router: Router<HttpService>,
+    router: Router<HttpService<SpinHost>>,
 }
 
 impl HttpTrigger {
     /// The trigger of `router`'s routes.
-    pub fn new(router: Router<HttpService>) -> HttpTrigger {
+    pub fn new(router: Router<HttpService<SpinHost>>) -> HttpTrigger {
         HttpTrigger { router }
     }
 }
@@ -55,13 +56,13 @@ impl Handler for HttpTrigger {
     ) -> Result<hyper::Response<ResponseBody>, String> {
         let path = request.uri().path().to_string();
         if path == HEALTH_ROUTE {
-            return Ok(HttpService::fixed_response(200, "OK"));
+            return Ok(fixed_response(200, "OK"));
         }
         if path.starts_with(WELL_KNOWN_PREFIX) {
-            return Ok(HttpService::fixed_response(404, ""));
+            return Ok(fixed_response(404, ""));
         }
         let Some(matched) = self.router.route(&path) else {
-            return Ok(HttpService::fixed_response(404, ""));
+            return Ok(fixed_response(404, ""));
         };
         for (name, value) in spin_headers(&request, &matched) {
             if let Ok(value) = HeaderValue::from_str(&value) {

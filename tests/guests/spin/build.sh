@@ -1,10 +1,14 @@
 #!/bin/sh
 # Rebuilds the Spin test components with the SDK tooling Spin's JavaScript users have, from
 # npm (Node.js and npm from Debian's nodejs/npm packages, or any recent Node).
-#   echo.wasm   echo.js through @spinframework/build-tools' j2w: a component exporting
-#               wasi:http/incoming-handler@0.2.3, as `spin build` makes for a JS app
+#   echo.wasm   echo.js: answers with the spin-* headers it got
+#   vars.wasm   vars.js: reads a variable through fermyon:spin/variables@2.0.0 (its WIT is
+#               the local package wit-variables/, which build-tools merges into the world)
+# Both through @spinframework/build-tools' j2w: components exporting
+# wasi:http/incoming-handler@0.2.3, as `spin build` makes them for a JS app.
 set -eu
 cd "$(dirname "$0")"
 # build-tools 1.0.7 imports @bytecodealliance/preview2-shim without declaring it: package.json does.
 npm ci --no-audit --no-fund
 npx j2w -i echo.js -o echo.wasm
+npx j2w -i vars.js -o vars.wasm

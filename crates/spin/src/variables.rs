@@ -1,0 +1,234 @@
+//! Variables, as Spin gives them to components: the app's `[variables]`, each valued from the
+//! container's environment (`SPIN_VARIABLE_<NAME>`, as Spin's environment provider) or its
+//! default, and each component's own `variables`, whose values may refer to the app's as
+//! `{{ name }}`. A component reads its own through `fermyon:spin/variables@2.0.0`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kwasi_engine_wasmtime::{Extension, Host};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::locked::Variable;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        inline: r#"
+            package fermyon:spin@2.0.0;
+
+            interface variables {
+                variant error {
+                    invalid-name(string),
+                    undefined(string),
+                    provider(string),
+                    other(string),
+                }
+
+                get: func(name: string) -> result<string, error>;
+            }
+
+            world host {
+                import variables;
+            }
+        "#,
+    });
+}
+
+use bindings::fermyon::spin::variables::{self as wit, Error};
+
+/// The prefix of the environment variables that give app variables their values.
+pub const ENV_PREFIX: &str = "SPIN_VARIABLE_";
+
+/// One component's variables, resolved against the app's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variables {
+    values: BTreeMap<String, Result<String, String>>,
+}
+
+/// Whether `name` is a valid variable name: lowercase letters, digits and single
+/// underscores, starting with a letter and not ending with an underscore.
+fn valid_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.contains("__")
+        && !name.ends_with('_')
+}
+
+impl Variables {
+    /// The variables of a component with `config`, in an app with `app` variables, valued
+    /// from `env`. A reference to a variable the app does not declare, or to a required one
+    /// that `env` does not set, is an error.
+    pub fn resolve(
+        app: &BTreeMap<String, Variable>,
+        config: &BTreeMap<String, String>,
+        env: &[(String, String)],
+    ) -> Result<Variables, String> {
+        let value_of = |name: &str| -> Result<String, String> {
+            let declared = app.get(name).ok_or_else(|| {
+                format!("refers to variable {name:?}, which the app does not declare")
+            })?;
+            let from_env = format!("{ENV_PREFIX}{}", name.to_ascii_uppercase());
+            env.iter()
+                .rev()
+                .find(|(k, _)| *k == from_env)
+                .map(|(_, v)| v.clone())
+                .or_else(|| declared.default.clone())
+                .ok_or_else(|| {
+                    format!("needs variable {name:?}, which is required: set {from_env} in the container's environment")
+                })
+        };
+        let mut values = BTreeMap::new();
+        for (key, template) in config {
+            if !valid_name(key) {
+                return Err(format!("variable {key:?}: not a valid variable name (lowercase letters, digits and single underscores)"));
+            }
+            let value = expand(template, &value_of).map_err(|e| format!("variable {key:?} {e}"))?;
+            values.insert(key.clone(), Ok(value));
+        }
+        Ok(Variables { values })
+    }
+
+    /// The value of variable `name`.
+    pub fn get(&self, name: &str) -> Result<String, Error> {
+        if !valid_name(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        match self.values.get(name) {
+            Some(Ok(value)) => Ok(value.clone()),
+            Some(Err(reason)) => Err(Error::Provider(reason.clone())),
+            None => Err(Error::Undefined(format!("no variable for {name:?}"))),
+        }
+    }
+}
+
+/// `template` with each `{{ name }}` replaced by `value_of(name)`.
+fn expand(
+    template: &str,
+    value_of: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("has an unclosed {{{{ in {template:?}"))?;
+        out.push_str(&value_of(after[..end].trim())?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// An instance's hold on its component's variables.
+pub struct VariablesState(Arc<Variables>);
+
+impl wit::Host for VariablesState {
+    fn get(&mut self, name: String) -> Result<String, Error> {
+        self.0.get(&name)
+    }
+}
+
+/// The Spin host interfaces a component gets: `fermyon:spin/variables@2.0.0`.
+#[derive(Clone)]
+pub struct SpinHost {
+    variables: Arc<Variables>,
+}
+
+impl SpinHost {
+    /// The host interfaces of a component with these variables.
+    pub fn new(variables: Variables) -> SpinHost {
+        SpinHost {
+            variables: Arc::new(variables),
+        }
+    }
+}
+
+impl Extension for SpinHost {
+    type State = VariablesState;
+
+    fn add_to_linker(linker: &mut Linker<Host<VariablesState>>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, HasSelf<VariablesState>>(linker, |host| host.state())
+    }
+
+    fn new_state(&self) -> VariablesState {
+        VariablesState(Arc::clone(&self.variables))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> BTreeMap<String, Variable> {
+        [
+            (
+                "greeting".to_string(),
+                Variable {
+                    default: Some("hi".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "api_key".to_string(),
+                Variable {
+                    secret: true,
+                    ..Default::default()
+                },
+            ),
+        ]
+        .into()
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_template_takes_the_default_unless_the_environment_sets_the_variable() {
+        let c = config(&[("message", "{{ greeting }}, world")]);
+        let v = Variables::resolve(&app(), &c, &[]).unwrap();
+        assert_eq!(v.get("message").ok().as_deref(), Some("hi, world"));
+        let e = env(&[("SPIN_VARIABLE_GREETING", "hello")]);
+        let v = Variables::resolve(&app(), &c, &e).unwrap();
+        assert_eq!(v.get("message").ok().as_deref(), Some("hello, world"));
+    }
+
+    #[test]
+    fn a_required_variable_the_environment_does_not_set_is_refused_naming_its_env_var() {
+        let c = config(&[("key", "{{api_key}}")]);
+        let err = Variables::resolve(&app(), &c, &[]).unwrap_err();
+        assert!(err.contains("SPIN_VARIABLE_API_KEY"), "{err}");
+        let e = env(&[("SPIN_VARIABLE_API_KEY", "s3cret")]);
+        let v = Variables::resolve(&app(), &c, &e).unwrap();
+        assert_eq!(v.get("key").ok().as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn a_reference_to_an_undeclared_variable_is_refused() {
+        let c = config(&[("x", "{{ nope }}")]);
+        let err = Variables::resolve(&app(), &c, &[]).unwrap_err();
+        assert!(err.contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn get_answers_undefined_and_invalid_names_as_spin_does() {
+        let v = Variables::resolve(&app(), &config(&[("a", "1")]), &[]).unwrap();
+        assert!(matches!(v.get("b"), Err(Error::Undefined(_))));
+        assert!(matches!(v.get("Bad-Name"), Err(Error::InvalidName(_))));
+        assert_eq!(v.get("a").ok().as_deref(), Some("1"));
+    }
+}
