@@ -210,6 +210,31 @@ fn the_wasmtime_shim_runs_a_spin_app_too() {
     app.stop();
 }
 
+#[test]
+fn spin_components_to_retain_keeps_only_the_named_components_routes() {
+    let c = containerd();
+    let name = "kwasi.test/spin-retain:v1";
+    import_three_components(&c, name).unwrap();
+    let app = Served::start_with(c, Shim::SPIN, name, &[], &["SPIN_COMPONENTS_TO_RETAIN=api"]);
+    assert_eq!(app.get("/api/v1"), (200, "hello from kwasi\n".to_string()));
+    assert_eq!(app.get("/exact").0, 404);
+    assert_eq!(app.get("/front").0, 404);
+    app.stop();
+}
+
+#[test]
+fn an_instance_past_spin_max_instance_memory_fails_its_request_and_the_app_goes_on() {
+    let c = containerd();
+    let name = "kwasi.test/spin-memory:v1";
+    import_three_components(&c, name).unwrap();
+    // The C component needs a few pages; the JavaScript engine needs far more than 4 MiB.
+    let limit = ["SPIN_MAX_INSTANCE_MEMORY=4194304"];
+    let app = Served::start_with(c, Shim::SPIN, name, &[], &limit);
+    assert_eq!(app.get("/exact").0, 500);
+    assert_eq!(app.get("/api/v1"), (200, "hello from kwasi\n".to_string()));
+    app.stop();
+}
+
 const VARIABLES_TOML: &str = r#"spin_manifest_version = 2
 
 [application]

@@ -4,7 +4,7 @@
 use kwasi_core::engine::{EngineError, Workload};
 use kwasi_core::http::{Admission, HttpConfig, RequestBody, Resources};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::Store;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -53,6 +53,7 @@ pub struct Host<S = ()> {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
+    limits: StoreLimits,
     state: S,
 }
 
@@ -62,6 +63,7 @@ impl<S> Host<S> {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
+            limits: StoreLimits::default(),
             state,
         }
     }
@@ -176,6 +178,7 @@ pub struct HttpService<X: Extension = ()> {
     pre: ProxyPre<Host<X::State>>,
     env: Vec<(String, String)>,
     extension: X,
+    max_memory: Option<usize>,
 }
 
 impl<X: Extension> Clone for HttpService<X> {
@@ -184,6 +187,7 @@ impl<X: Extension> Clone for HttpService<X> {
             pre: self.pre.clone(),
             env: self.env.clone(),
             extension: self.extension.clone(),
+            max_memory: self.max_memory,
         }
     }
 }
@@ -231,7 +235,16 @@ impl<X: Extension> HttpService<X> {
             pre,
             env,
             extension,
+            max_memory: None,
         })
+    }
+
+    /// Limits each linear memory of each instance to `bytes`: a request whose instance would
+    /// grow past it sees `memory.grow` fail (most guests then trap, and the request gets a
+    /// 500), and the server goes on.
+    pub fn with_max_instance_memory(mut self, bytes: usize) -> HttpService<X> {
+        self.max_memory = Some(bytes);
+        self
     }
 }
 
@@ -267,6 +280,10 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
             self.pre.engine(),
             Host::new(wasi, self.extension.new_state()),
         );
+        if let Some(bytes) = self.max_memory {
+            store.data_mut().limits = StoreLimitsBuilder::new().memory_size(bytes).build();
+            store.limiter(|host| &mut host.limits);
+        }
         let request = request.map(|body| {
             http_body_util::BodyExt::map_err(body, |err| match err {
                 kwasi_core::http::BodyError::TooLarge { limit } => {

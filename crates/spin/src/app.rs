@@ -105,6 +105,36 @@ pub fn locked_app_of(layers: &[WasmLayer]) -> Result<LockedApp, AppError> {
     })
 }
 
+/// The variable naming the components to keep (Spin's selective deployment, as Spin's shim
+/// reads it): their ids, separated by commas.
+pub const COMPONENTS_TO_RETAIN: &str = "SPIN_COMPONENTS_TO_RETAIN";
+
+/// Keeps only the components `ids` names (comma-separated) and the triggers of those; an id
+/// the app does not have is an error.
+pub fn retain_components(app: &mut LockedApp, ids: &str) -> Result<(), AppError> {
+    let keep: Vec<&str> = ids
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
+    if let Some(unknown) = keep
+        .iter()
+        .find(|id| !app.components.iter().any(|c| c.id == **id))
+    {
+        return Err(AppError::Unsupported(format!(
+            "{COMPONENTS_TO_RETAIN} names component {unknown:?}, which the app does not have"
+        )));
+    }
+    app.components.retain(|c| keep.contains(&c.id.as_str()));
+    app.triggers.retain(|t| {
+        t.trigger_config
+            .get("component")
+            .and_then(Value::as_str)
+            .is_some_and(|c| keep.contains(&c))
+    });
+    Ok(())
+}
+
 /// Resolves `app`: its components' wasm from `layers` (by digest), inline, or from `file://`
 /// sources; refuses what kwasi cannot run.
 pub fn resolve(app: &LockedApp, layers: &[WasmLayer]) -> Result<ResolvedApp, AppError> {
@@ -392,6 +422,21 @@ mod tests {
         ));
         let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
         assert!(err.to_string().contains("local_service_chaining"), "{err}");
+    }
+
+    #[test]
+    fn retaining_components_drops_the_others_and_their_triggers() {
+        let locked = r#"{"spin_lock_version":0,
+            "triggers":[{"id":"a","trigger_type":"http","trigger_config":{"component":"a","route":"/a"}},
+                        {"id":"b","trigger_type":"http","trigger_config":{"component":"b","route":"/b"}}],
+            "components":[{"id":"a","source":{"content_type":"application/wasm","digest":"sha256:aa"}},
+                          {"id":"b","source":{"content_type":"application/wasm","digest":"sha256:aa"}}]}"#;
+        let mut app = LockedApp::from_json(locked.as_bytes()).unwrap();
+        retain_components(&mut app, " b ,").unwrap();
+        assert_eq!(app.components.len(), 1);
+        assert_eq!(app.triggers[0].id, "b");
+        let err = retain_components(&mut app, "a").unwrap_err();
+        assert!(err.to_string().contains("\"a\""), "{err}");
     }
 
     #[test]

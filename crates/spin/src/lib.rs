@@ -175,8 +175,18 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 &[][..],
             ),
         };
+        let mut locked = locked;
+        if let Some((_, ids)) = workload
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == app::COMPONENTS_TO_RETAIN)
+        {
+            app::retain_components(&mut locked, ids).map_err(|e| other(e.to_string()))?;
+        }
         let resolved = resolve(&locked, layers).map_err(|e| other(e.to_string()))?;
         let config = trigger::http_config(&workload.env).map_err(other)?;
+        let max_memory = trigger::max_instance_memory(&workload.env).map_err(other)?;
         // Routes first: a clash is reported before anything is compiled.
         Router::build(
             resolved
@@ -204,6 +214,10 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 Err(err) => Err(err),
             }
             .map_err(|e| other(format!("component {}: {e}", component.id)))?;
+            let service = match max_memory {
+                Some(bytes) => service.with_max_instance_memory(bytes),
+                None => service,
+            };
             services.insert(component.id.clone(), service);
         }
         let router = Router::build(resolved.http.iter().filter_map(|t| {

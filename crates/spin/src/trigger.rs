@@ -33,6 +33,22 @@ pub fn http_config(env: &[(String, String)]) -> Result<HttpConfig, String> {
     Ok(config)
 }
 
+/// The variable that limits each instance's memory, in bytes (as Spin's shim reads it).
+pub const MAX_INSTANCE_MEMORY: &str = "SPIN_MAX_INSTANCE_MEMORY";
+
+/// The memory limit of each instance that `env` sets, if it sets one.
+pub fn max_instance_memory(env: &[(String, String)]) -> Result<Option<usize>, String> {
+    let Some((_, value)) = env.iter().rev().find(|(k, _)| k == MAX_INSTANCE_MEMORY) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(bytes) if bytes > 0 => Ok(Some(bytes)),
+        _ => Err(format!(
+            "{MAX_INSTANCE_MEMORY}={value}: give a number of bytes, like 134217728 for 128 MiB"
+        )),
+    }
+}
+
 /// An app's HTTP trigger: its routes, each to a component ready to answer.
 pub struct HttpTrigger {
     router: Router<HttpService<SpinHost>>,
@@ -178,6 +194,16 @@ mod tests {
             http_config(&env).unwrap().addr,
             "127.0.0.1:3000".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn the_instance_memory_limit_is_a_number_of_bytes() {
+        let env = |v: &str| [(MAX_INSTANCE_MEMORY.to_string(), v.to_string())];
+        assert_eq!(max_instance_memory(&[]), Ok(None));
+        assert_eq!(max_instance_memory(&env("1048576")), Ok(Some(1 << 20)));
+        assert!(max_instance_memory(&env("1Mi"))
+            .unwrap_err()
+            .starts_with("SPIN_MAX_INSTANCE_MEMORY=1Mi: "));
     }
 
     #[test]
