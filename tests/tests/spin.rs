@@ -58,7 +58,12 @@ impl Served {
     }
 
     /// Sends SIGTERM; checks that the app drained and left nothing behind.
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self.stop_keeping_containerd());
+    }
+
+    /// [`Served::stop`], handing back the containerd for another task.
+    fn stop_keeping_containerd(mut self) -> Containerd {
         let kill = self.c.ctr(&["task", "kill", &self.id]);
         assert_eq!(kill.status, 0, "{kill:?}");
         let out = self
@@ -70,6 +75,7 @@ impl Served {
         assert_eq!(out.status, 0, "{out:?}");
         let left = self.c.wait_no_leftovers(&self.id);
         assert!(left.is_empty(), "left behind: {left:#?}");
+        self.c
     }
 }
 
@@ -103,15 +109,33 @@ source = "http.wasm"
 
 /// Builds an image whose rootfs holds `/app/spin.toml` with `toml`, and the components.
 fn spin_toml_image(c: &Containerd, name: &str, toml: &str) -> String {
+    spin_toml_image_with(c, name, toml, None)
+}
+
+/// [`spin_toml_image`], with `/runtime-config.toml` holding `runtime_config`.
+fn spin_toml_image_with(
+    c: &Containerd,
+    name: &str,
+    toml: &str,
+    runtime_config: Option<&str>,
+) -> String {
     let dir = c.dir();
     std::fs::write(dir.join("spin.toml"), toml).unwrap();
     std::fs::write(dir.join("echo.wasm"), echo_wasm()).unwrap();
     let file = |src: std::path::PathBuf, dest: &str| format!("{}:{dest}", src.display());
-    let files = [
+    let mut files = vec![
         file(dir.join("spin.toml"), "/app/spin.toml"),
         file(guests_dir().join("http.wasm"), "/app/http.wasm"),
         file(guests_dir().join("spin/vars.wasm"), "/app/vars.wasm"),
+        file(guests_dir().join("spin/kv.wasm"), "/app/kv.wasm"),
     ];
+    if let Some(config) = runtime_config {
+        std::fs::write(dir.join("runtime-config.toml"), config).unwrap();
+        files.push(file(
+            dir.join("runtime-config.toml"),
+            "/runtime-config.toml",
+        ));
+    }
     let mut extra = vec!["--module-path", "/app/echo.wasm"];
     for f in &files {
         extra.extend(["--file", f.as_str()]);
@@ -280,6 +304,87 @@ fn a_required_variable_without_a_value_fails_create_naming_its_environment_varia
         &image,
         &["/app/spin.toml"],
         "set SPIN_VARIABLE_API_KEY in the container's environment",
+    );
+}
+
+const KV_TOML: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "counter"
+
+[[trigger.http]]
+route = "/count"
+component = "kv"
+
+[component.kv]
+source = "kv.wasm"
+key_value_stores = ["default"]
+"#;
+
+#[test]
+fn a_key_value_store_keeps_its_values_across_requests() {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-kv-count:v1", KV_TOML);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    for n in 1..=3 {
+        assert_eq!(app.get("/count"), (200, format!("count={n}\n")));
+    }
+    app.stop();
+}
+
+#[test]
+fn a_runtime_config_keeps_the_default_store_on_a_volume_across_containers() {
+    let c = containerd();
+    let volume = c.dir().join("volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let config = "[key_value_store.default]\ntype = \"spin\"\npath = \"/data/kv.db\"\n";
+    let image = spin_toml_image_with(&c, "kwasi.test/spin-kv-volume:v1", KV_TOML, Some(config));
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        volume.display()
+    );
+    let run = |c: Containerd| {
+        let addr = http::free_addr();
+        let listen = format!("SPIN_HTTP_LISTEN_ADDR={addr}");
+        let id = unique_id("spin-kv");
+        let flags = [
+            "--net-host",
+            "--mount",
+            mount.as_str(),
+            "--env",
+            listen.as_str(),
+        ];
+        let run = c
+            .spawn_run(Shim::SPIN.runtime, &flags, &image, &id, &["/app/spin.toml"])
+            .unwrap();
+        http::wait_listening(addr, Duration::from_secs(180)).unwrap();
+        Served {
+            c,
+            id,
+            addr,
+            run: Some(run),
+        }
+    };
+    let first = run(c);
+    assert_eq!(first.get("/count"), (200, "count=1\n".to_string()));
+    assert_eq!(first.get("/count"), (200, "count=2\n".to_string()));
+    let c = first.stop_keeping_containerd();
+    assert!(volume.join("kv.db").is_file());
+    let second = run(c);
+    assert_eq!(second.get("/count"), (200, "count=3\n".to_string()));
+    second.stop();
+}
+
+#[test]
+fn a_runtime_config_kwasi_does_not_support_fails_create_naming_it() {
+    let c = containerd();
+    let config = "[sqlite_database.default]\ntype = \"spin\"\n";
+    let image = spin_toml_image_with(&c, "kwasi.test/spin-rc:v1", KV_TOML, Some(config));
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "/runtime-config.toml: [sqlite_database] is not supported by kwasi",
     );
 }
 

@@ -64,6 +64,8 @@ pub struct ComponentSource {
     pub env: Vec<(String, String)>,
     /// Its variables, whose values may refer to the app's (`{{ name }}`).
     pub config: std::collections::BTreeMap<String, String>,
+    /// The key-value stores it may open.
+    pub key_value_stores: Vec<String>,
 }
 
 /// An HTTP trigger: a route and its component.
@@ -234,6 +236,17 @@ fn component_source(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         config: component.config.clone(),
+        key_value_stores: component
+            .metadata
+            .get("key_value_stores")
+            .and_then(Value::as_array)
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -14,10 +14,13 @@
 //! and at `start` ([`Engine::run`]), the HTTP trigger serves ([`trigger::HttpTrigger`]).
 
 pub mod app;
+pub mod host;
+pub mod key_value;
 pub mod locked;
 pub mod manifest;
 pub mod oci;
 pub mod routes;
+pub mod runtime_config;
 pub mod trigger;
 pub mod variables;
 
@@ -29,8 +32,10 @@ use kwasi_core::engine::{AppSource, Engine, EngineError, Scratch, WasmBytes, Wor
 use kwasi_engine_wasmtime::{Compiled, HttpService, WasmtimeEngine};
 
 use app::{locked_app_of, resolve};
+use host::SpinHost;
+use key_value::KeyValue;
 use routes::Router;
-use variables::{SpinHost, Variables};
+use variables::Variables;
 
 /// The file name of a Spin manifest.
 pub const MANIFEST_NAME: &str = "spin.toml";
@@ -187,6 +192,9 @@ impl<N: ShimName> Engine for SpinEngine<N> {
         let resolved = resolve(&locked, layers).map_err(|e| other(e.to_string()))?;
         let config = trigger::http_config(&workload.env).map_err(other)?;
         let max_memory = trigger::max_instance_memory(&workload.env).map_err(other)?;
+        let stores =
+            runtime_config::key_value_stores(Path::new(runtime_config::RUNTIME_CONFIG_PATH))
+                .map_err(other)?;
         // Routes first: a clash is reported before anything is compiled.
         Router::build(
             resolved
@@ -203,12 +211,14 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             let variables =
                 Variables::resolve(&resolved.variables, &component.config, &workload.env)
                     .map_err(|e| other(format!("component {}: {e}", component.id)))?;
+            let key_value = KeyValue::for_component(&component.key_value_stores, &stores)
+                .map_err(|e| other(format!("component {}: {e}", component.id)))?;
             let service = match compile(&component.wasm) {
                 Ok(SpinModule::Plain(compiled)) => HttpService::new(
                     &self.wasmtime,
                     &compiled,
                     component.env.clone(),
-                    SpinHost::new(variables),
+                    SpinHost::new(variables, key_value),
                 ),
                 Ok(SpinModule::App(_)) => Err(other("is an application".into())),
                 Err(err) => Err(err),

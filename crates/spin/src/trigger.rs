@@ -7,8 +7,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use kwasi_core::http::{Admission, ClientAddr, Handler, HttpConfig, RequestBody, Resources};
 use kwasi_engine_wasmtime::{fixed_response, HttpService, ResponseBody, ResponseBodyError};
 
+use crate::host::SpinHost;
 use crate::routes::{Match, Router, WELL_KNOWN_PREFIX};
-use crate::variables::SpinHost;
 
 /// Where the trigger listens unless `SPIN_HTTP_LISTEN_ADDR` says otherwise (as Spin's shim).
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:80";

@@ -4,43 +4,17 @@
 //! `{{ name }}`. A component reads its own through `fermyon:spin/variables@2.0.0`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use kwasi_engine_wasmtime::{Extension, Host};
-use wasmtime::component::{HasSelf, Linker};
 
 use crate::locked::Variable;
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        inline: r#"
-            package fermyon:spin@2.0.0;
-
-            interface variables {
-                variant error {
-                    invalid-name(string),
-                    undefined(string),
-                    provider(string),
-                    other(string),
-                }
-
-                get: func(name: string) -> result<string, error>;
-            }
-
-            world host {
-                import variables;
-            }
-        "#,
-    });
-}
-
-use bindings::fermyon::spin::variables::{self as wit, Error};
+use crate::host::bindings::fermyon::spin::variables::{self as wit, Error};
+use crate::host::SpinState;
 
 /// The prefix of the environment variables that give app variables their values.
 pub const ENV_PREFIX: &str = "SPIN_VARIABLE_";
 
 /// One component's variables, resolved against the app's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Variables {
     values: BTreeMap<String, Result<String, String>>,
 }
@@ -123,39 +97,9 @@ fn expand(
     Ok(out)
 }
 
-/// An instance's hold on its component's variables.
-pub struct VariablesState(Arc<Variables>);
-
-impl wit::Host for VariablesState {
+impl wit::Host for SpinState {
     fn get(&mut self, name: String) -> Result<String, Error> {
-        self.0.get(&name)
-    }
-}
-
-/// The Spin host interfaces a component gets: `fermyon:spin/variables@2.0.0`.
-#[derive(Clone)]
-pub struct SpinHost {
-    variables: Arc<Variables>,
-}
-
-impl SpinHost {
-    /// The host interfaces of a component with these variables.
-    pub fn new(variables: Variables) -> SpinHost {
-        SpinHost {
-            variables: Arc::new(variables),
-        }
-    }
-}
-
-impl Extension for SpinHost {
-    type State = VariablesState;
-
-    fn add_to_linker(linker: &mut Linker<Host<VariablesState>>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<VariablesState>>(linker, |host| host.state())
-    }
-
-    fn new_state(&self) -> VariablesState {
-        VariablesState(Arc::clone(&self.variables))
+        self.variables.get(&name)
     }
 }
 

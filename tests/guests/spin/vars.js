@@ -1,6 +1,6 @@
 // vars: a Spin HTTP component in JavaScript that reads a variable through Spin's
 // fermyon:spin/variables@2.0.0 interface (built with @spinframework/build-tools; the WIT of
-// the import is in wit-variables/). GET /NAME answers `NAME=VALUE`, or 500 with the error's
+// the import is in wit-spin/). GET /NAME answers `NAME=VALUE`, or 500 with the error's
 // case (`undefined`, `invalid-name`, ...). Rebuild: tests/guests/spin/build.sh.
 import { get } from 'fermyon:spin/variables@2.0.0';
 

@@ -1,0 +1,114 @@
+//! The Spin host interfaces components get, on top of WASI and `wasi:http`: the bindings of
+//! `fermyon:spin@2.0.0`'s `variables` and `key-value`, and the [`Extension`] that links them.
+
+use std::sync::Arc;
+
+use kwasi_engine_wasmtime::{Extension, Host};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+
+use crate::key_value::{KeyValue, OpenStore};
+use crate::variables::Variables;
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        inline: r#"
+            package fermyon:spin@2.0.0;
+
+            interface variables {
+                variant error {
+                    invalid-name(string),
+                    undefined(string),
+                    provider(string),
+                    other(string),
+                }
+
+                get: func(name: string) -> result<string, error>;
+            }
+
+            interface key-value {
+                resource store {
+                    open: static func(label: string) -> result<store, error>;
+                    get: func(key: string) -> result<option<list<u8>>, error>;
+                    set: func(key: string, value: list<u8>) -> result<_, error>;
+                    delete: func(key: string) -> result<_, error>;
+                    exists: func(key: string) -> result<bool, error>;
+                    get-keys: func() -> result<list<string>, error>;
+                }
+
+                variant error {
+                    store-table-full,
+                    no-such-store,
+                    access-denied,
+                    other(string),
+                }
+            }
+
+            world host {
+                import variables;
+                import key-value;
+            }
+        "#,
+        with: {
+            "fermyon:spin/key-value.store": crate::key_value::OpenStore,
+        },
+    });
+}
+
+/// An instance's Spin state: its component's variables and key-value stores, and the
+/// stores it has open.
+pub struct SpinState {
+    pub(crate) variables: Arc<Variables>,
+    pub(crate) key_value: Arc<KeyValue>,
+    pub(crate) table: ResourceTable,
+}
+
+impl SpinState {
+    /// An open store of this instance.
+    pub(crate) fn store(
+        &self,
+        store: &wasmtime::component::Resource<OpenStore>,
+    ) -> Result<&OpenStore, bindings::fermyon::spin::key_value::Error> {
+        self.table.get(store).map_err(|e| {
+            bindings::fermyon::spin::key_value::Error::Other(format!("no such store: {e}"))
+        })
+    }
+}
+
+/// The Spin host interfaces of one component.
+#[derive(Clone)]
+pub struct SpinHost {
+    variables: Arc<Variables>,
+    key_value: Arc<KeyValue>,
+}
+
+impl SpinHost {
+    /// The host interfaces of a component with these variables and key-value stores.
+    pub fn new(variables: Variables, key_value: KeyValue) -> SpinHost {
+        SpinHost {
+            variables: Arc::new(variables),
+            key_value: Arc::new(key_value),
+        }
+    }
+}
+
+impl Extension for SpinHost {
+    type State = SpinState;
+
+    fn add_to_linker(linker: &mut Linker<Host<SpinState>>) -> wasmtime::Result<()> {
+        bindings::fermyon::spin::variables::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
+        bindings::fermyon::spin::key_value::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
+            host.state()
+        })
+    }
+
+    fn new_state(&self) -> SpinState {
+        SpinState {
+            variables: Arc::clone(&self.variables),
+            key_value: Arc::clone(&self.key_value),
+            table: ResourceTable::new(),
+        }
+    }
+}

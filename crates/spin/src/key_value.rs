@@ -1,0 +1,221 @@
+//! Key-value stores, as Spin gives them to components through
+//! `fermyon:spin/key-value@2.0.0`: the `default` store, and any a runtime config defines
+//! (`[key_value_store.<label>] type = "spin"`), each kept in an SQLite file, as Spin keeps
+//! its own. A component opens only the stores its manifest lists (`key_value_stores`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension};
+use wasmtime::component::Resource;
+
+use crate::host::bindings::fermyon::spin::key_value::{Error, Host, HostStore};
+use crate::host::SpinState;
+
+/// Where the `default` store is kept when no runtime config says otherwise: in the container's
+/// filesystem, where Spin keeps it next to an app.
+pub const DEFAULT_STORE_PATH: &str = "/.spin/sqlite_key_value.db";
+
+/// How long a write waits for another instance's to finish.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The stores a component may open: label, and the file that keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyValue {
+    stores: BTreeMap<String, PathBuf>,
+}
+
+impl KeyValue {
+    /// The stores of a component that lists `labels`, among those `defined` (label to
+    /// file). A label that is not defined is an error.
+    pub fn for_component(
+        labels: &[String],
+        defined: &BTreeMap<String, PathBuf>,
+    ) -> Result<KeyValue, String> {
+        let mut stores = BTreeMap::new();
+        for label in labels {
+            let path = defined.get(label).ok_or_else(|| {
+                format!(
+                    "uses key-value store {label:?}, which no runtime config defines (only \
+                     \"default\" needs none)"
+                )
+            })?;
+            stores.insert(label.clone(), path.clone());
+        }
+        Ok(KeyValue { stores })
+    }
+}
+
+/// The stores every app has: `default`, in [`DEFAULT_STORE_PATH`].
+pub fn default_stores() -> BTreeMap<String, PathBuf> {
+    [("default".to_string(), PathBuf::from(DEFAULT_STORE_PATH))].into()
+}
+
+/// A store an instance has open.
+pub struct OpenStore {
+    label: String,
+    connection: Connection,
+}
+
+fn other(err: impl std::fmt::Display) -> Error {
+    Error::Other(err.to_string())
+}
+
+/// Opens the SQLite file at `path` (and its directory), with the table of Spin's stores.
+fn connect(path: &Path) -> Result<Connection, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| other(format!("creating {}: {e}", dir.display())))?;
+    }
+    let connection =
+        Connection::open(path).map_err(|e| other(format!("opening {}: {e}", path.display())))?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(other)?;
+    connection
+        .execute(
+            "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
+             value BLOB NOT NULL, PRIMARY KEY (store, key))",
+            [],
+        )
+        .map_err(other)?;
+    Ok(connection)
+}
+
+impl Host for SpinState {}
+
+impl HostStore for SpinState {
+    fn open(&mut self, label: String) -> Result<Resource<OpenStore>, Error> {
+        let Some(path) = self.key_value.stores.get(&label) else {
+            return Err(if label == "default" {
+                Error::AccessDenied
+            } else {
+                Error::NoSuchStore
+            });
+        };
+        let connection = connect(path)?;
+        self.table
+            .push(OpenStore { label, connection })
+            .map_err(|_| Error::StoreTableFull)
+    }
+
+    fn get(&mut self, store: Resource<OpenStore>, key: String) -> Result<Option<Vec<u8>>, Error> {
+        let store = self.store(&store)?;
+        store
+            .connection
+            .query_row(
+                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                (&store.label, &key),
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(other)
+    }
+
+    fn set(
+        &mut self,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), Error> {
+        let store = self.store(&store)?;
+        store
+            .connection
+            .execute(
+                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                (&store.label, &key, &value),
+            )
+            .map(|_| ())
+            .map_err(other)
+    }
+
+    fn delete(&mut self, store: Resource<OpenStore>, key: String) -> Result<(), Error> {
+        let store = self.store(&store)?;
+        store
+            .connection
+            .execute(
+                "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                (&store.label, &key),
+            )
+            .map(|_| ())
+            .map_err(other)
+    }
+
+    fn exists(&mut self, store: Resource<OpenStore>, key: String) -> Result<bool, Error> {
+        self.get(store, key).map(|v| v.is_some())
+    }
+
+    fn get_keys(&mut self, store: Resource<OpenStore>) -> Result<Vec<String>, Error> {
+        let store = self.store(&store)?;
+        let mut query = store
+            .connection
+            .prepare("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key")
+            .map_err(other)?;
+        let keys = query
+            .query_map([&store.label], |row| row.get(0))
+            .map_err(other)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(other);
+        keys
+    }
+
+    fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &Path, labels: &[&str]) -> SpinState {
+        let defined: BTreeMap<String, PathBuf> = [
+            ("default".to_string(), dir.join("kv.db")),
+            ("other".to_string(), dir.join("other.db")),
+        ]
+        .into();
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let key_value = KeyValue::for_component(&labels, &defined).unwrap();
+        let host = crate::host::SpinHost::new(crate::variables::Variables::default(), key_value);
+        kwasi_engine_wasmtime::Extension::new_state(&host)
+    }
+
+    #[test]
+    fn a_value_set_in_one_instance_is_read_in_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = state(dir.path(), &["default"]);
+        let store = first.open("default".into()).unwrap();
+        let rep = Resource::<OpenStore>::new_own(store.rep());
+        first.set(rep, "count".into(), b"1".to_vec()).unwrap();
+        let mut second = state(dir.path(), &["default"]);
+        let store = second.open("default".into()).unwrap();
+        let rep = store.rep();
+        assert_eq!(
+            second.get(Resource::new_own(rep), "count".into()).unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(second.get_keys(Resource::new_own(rep)).unwrap(), ["count"]);
+        second
+            .delete(Resource::new_own(rep), "count".into())
+            .unwrap();
+        assert!(!second
+            .exists(Resource::new_own(rep), "count".into())
+            .unwrap());
+    }
+
+    #[test]
+    fn a_store_the_component_does_not_list_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), &["other"]);
+        assert!(matches!(s.open("default".into()), Err(Error::AccessDenied)));
+        assert!(matches!(s.open("missing".into()), Err(Error::NoSuchStore)));
+        assert!(s.open("other".into()).is_ok());
+    }
+
+    #[test]
+    fn a_label_no_runtime_config_defines_is_an_error() {
+        let err = KeyValue::for_component(&["cache".into()], &default_stores()).unwrap_err();
+        assert!(err.contains("\"cache\""), "{err}");
+    }
+}
