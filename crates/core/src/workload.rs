@@ -185,6 +185,15 @@ impl Workload {
     }
 }
 
+/// The value of variable `name` in a task's environment (`KEY=VALUE` pairs, split): the last
+/// one, as a process's own lookup sees it.
+pub fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// The program a spec's entrypoint names when it is an ordinary Linux program (an ELF
 /// executable or a `#!` script) rather than a wasm binary: such a task runs as an ordinary
 /// container (a pod's pause container, a sidecar). Called inside the container, once its

@@ -170,7 +170,7 @@ impl<N: ShimName> Engine for SpinEngine<N> {
         compile: &dyn Fn(&WasmBytes) -> Result<SpinModule, EngineError>,
     ) -> Result<SpinModule, EngineError> {
         let other = |e: String| EngineError::Other(e);
-        let (locked, layers) = match source {
+        let (mut locked, layers) = match source {
             AppSource::Layers(layers) => (
                 locked_app_of(layers).map_err(|e| other(e.to_string()))?,
                 layers,
@@ -180,13 +180,7 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 &[][..],
             ),
         };
-        let mut locked = locked;
-        if let Some((_, ids)) = workload
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == app::COMPONENTS_TO_RETAIN)
-        {
+        if let Some(ids) = kwasi_core::workload::env_var(&workload.env, app::COMPONENTS_TO_RETAIN) {
             app::retain_components(&mut locked, ids).map_err(|e| other(e.to_string()))?;
         }
         let resolved = resolve(&locked, layers).map_err(|e| other(e.to_string()))?;
@@ -196,11 +190,11 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             runtime_config::key_value_stores(Path::new(runtime_config::RUNTIME_CONFIG_PATH))
                 .map_err(other)?;
         // Routes first: a clash is reported before anything is compiled.
-        Router::build(
+        let routes = Router::build(
             resolved
                 .http
                 .iter()
-                .map(|t| (t.id.clone(), t.route.clone(), ())),
+                .map(|t| (t.id.clone(), t.route.clone(), t.component.clone())),
         )
         .map_err(|e| other(e.to_string()))?;
         let mut services = BTreeMap::new();
@@ -230,11 +224,12 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             };
             services.insert(component.id.clone(), service);
         }
-        let router = Router::build(resolved.http.iter().filter_map(|t| {
-            let service = services.get(&t.component)?.clone();
-            Some((t.id.clone(), t.route.clone(), service))
-        }))
-        .map_err(|e| other(e.to_string()))?;
+        let router = routes.try_map(|component| {
+            services
+                .get(component)
+                .cloned()
+                .ok_or_else(|| other(format!("component {component} was not loaded")))
+        })?;
         Ok(SpinModule::App(LoadedApp {
             name: resolved.name,
             router,

@@ -144,6 +144,21 @@ impl<T> Router<T> {
         Ok(Router { routes })
     }
 
+    /// The same routes, each leading to what `f` makes of its target; the first error of `f`
+    /// instead, if any.
+    pub fn try_map<U, E>(self, f: impl Fn(&T) -> Result<U, E>) -> Result<Router<U>, E> {
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for r in self.routes {
+            routes.push(Route {
+                target: f(&r.target)?,
+                raw: r.raw,
+                trigger: r.trigger,
+                pattern: r.pattern,
+            });
+        }
+        Ok(Router { routes })
+    }
+
     /// The route `path` goes to, if any: an exact route, else the wildcard route with the
     /// longest prefix.
     pub fn route(&self, path: &str) -> Option<Match<'_, T>> {
@@ -263,6 +278,21 @@ mod tests {
     fn routes_under_the_well_known_prefix_are_refused() {
         let err = Router::build([("a".to_string(), "/.well-known/spin/...".to_string(), ())]);
         assert!(matches!(err, Err(RouteError::Reserved { .. })));
+    }
+
+    #[test]
+    fn mapping_the_targets_keeps_the_routes() {
+        let r = router(&["/a/...", "/b"])
+            .try_map(|i| Ok::<_, ()>(i * 10))
+            .unwrap();
+        assert_eq!(target(&r, "/a/x"), Some((0, "/x".into())));
+        assert_eq!(target(&r, "/b"), Some((10, String::new())));
+        assert_eq!(
+            router(&["/a"])
+                .try_map(|_| Err::<usize, _>("no"))
+                .unwrap_err(),
+            "no"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use hyper::header::{HeaderName, HeaderValue};
 use kwasi_core::http::{Admission, ClientAddr, Handler, HttpConfig, RequestBody, Resources};
+use kwasi_core::workload::env_var;
 use kwasi_engine_wasmtime::{fixed_response, HttpService, ResponseBody, ResponseBodyError};
 
 use crate::host::SpinHost;
@@ -21,12 +22,7 @@ pub const HEALTH_ROUTE: &str = "/.well-known/spin/health";
 pub fn http_config(env: &[(String, String)]) -> Result<HttpConfig, String> {
     let mut config =
         HttpConfig::from_env(env, Resources::of_this_process()).map_err(|e| e.to_string())?;
-    let listen = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "SPIN_HTTP_LISTEN_ADDR")
-        .map(|(_, v)| v.as_str());
-    let addr = listen.unwrap_or(DEFAULT_LISTEN_ADDR);
+    let addr = env_var(env, "SPIN_HTTP_LISTEN_ADDR").unwrap_or(DEFAULT_LISTEN_ADDR);
     config.addr = addr.parse::<SocketAddr>().map_err(|e| {
         format!("SPIN_HTTP_LISTEN_ADDR={addr}: {e} (give an address and port, like 0.0.0.0:80)")
     })?;
@@ -38,7 +34,7 @@ pub const MAX_INSTANCE_MEMORY: &str = "SPIN_MAX_INSTANCE_MEMORY";
 
 /// The memory limit of each instance that `env` sets, if it sets one.
 pub fn max_instance_memory(env: &[(String, String)]) -> Result<Option<usize>, String> {
-    let Some((_, value)) = env.iter().rev().find(|(k, _)| k == MAX_INSTANCE_MEMORY) else {
+    let Some(value) = env_var(env, MAX_INSTANCE_MEMORY) else {
         return Ok(None);
     };
     match value.trim().parse::<usize>() {

@@ -16,7 +16,7 @@ pub const ENV_PREFIX: &str = "SPIN_VARIABLE_";
 /// One component's variables, resolved against the app's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Variables {
-    values: BTreeMap<String, Result<String, String>>,
+    values: BTreeMap<String, String>,
 }
 
 /// Whether `name` is a valid variable name: lowercase letters, digits and single
@@ -44,10 +44,8 @@ impl Variables {
                 format!("refers to variable {name:?}, which the app does not declare")
             })?;
             let from_env = format!("{ENV_PREFIX}{}", name.to_ascii_uppercase());
-            env.iter()
-                .rev()
-                .find(|(k, _)| *k == from_env)
-                .map(|(_, v)| v.clone())
+            kwasi_core::workload::env_var(env, &from_env)
+                .map(str::to_string)
                 .or_else(|| declared.default.clone())
                 .ok_or_else(|| {
                     format!("needs variable {name:?}, which is required: set {from_env} in the container's environment")
@@ -59,7 +57,7 @@ impl Variables {
                 return Err(format!("variable {key:?}: not a valid variable name (lowercase letters, digits and single underscores)"));
             }
             let value = expand(template, &value_of).map_err(|e| format!("variable {key:?} {e}"))?;
-            values.insert(key.clone(), Ok(value));
+            values.insert(key.clone(), value);
         }
         Ok(Variables { values })
     }
@@ -69,11 +67,10 @@ impl Variables {
         if !valid_name(name) {
             return Err(Error::InvalidName(name.to_string()));
         }
-        match self.values.get(name) {
-            Some(Ok(value)) => Ok(value.clone()),
-            Some(Err(reason)) => Err(Error::Provider(reason.clone())),
-            None => Err(Error::Undefined(format!("no variable for {name:?}"))),
-        }
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Undefined(format!("no variable for {name:?}")))
     }
 }
 

@@ -99,11 +99,11 @@ impl Resources {
 impl HttpConfig {
     /// The settings in `env` (the task's environment), with defaults for the rest.
     pub fn from_env(env: &[(String, String)], resources: Resources) -> Result<Self, ConfigError> {
-        let get = |var: &str| env.iter().rev().find(|(k, _)| k == var).map(|(_, v)| v);
+        let get = |var: &str| crate::workload::env_var(env, var);
         let addr = match get(ADDR_VAR) {
             Some(v) => v.parse().map_err(|e| ConfigError {
                 var: ADDR_VAR,
-                value: v.clone(),
+                value: v.to_string(),
                 reason: format!("{e}: give an IP address and port, such as {DEFAULT_ADDR}"),
             })?,
             None => DEFAULT_ADDR,
@@ -142,12 +142,12 @@ impl HttpConfig {
     }
 }
 
-fn number(value: Option<&String>, var: &'static str) -> Result<Option<u64>, ConfigError> {
+fn number(value: Option<&str>, var: &'static str) -> Result<Option<u64>, ConfigError> {
     value
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| ConfigError {
                 var,
-                value: v.clone(),
+                value: v.to_string(),
                 reason: "not a whole number".to_string(),
             })
         })

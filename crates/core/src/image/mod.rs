@@ -60,9 +60,6 @@ impl WasmLayerType {
 /// ([`crate::engine::Engine::load_app`]).
 pub const SPIN_APPLICATION: &str = "application/vnd.fermyon.spin.application.v1+config";
 
-/// The media type of a Spin application's static file layer: one file, as is.
-pub const WASM_DATA: &str = "application/vnd.wasm.content.layer.v1+data";
-
 /// The media type of a Spin application's archive layer: a directory of static files, as a
 /// gzipped tar.
 pub const WASM_ARCHIVE: &str = "application/vnd.wasm.content.bundle.v1.tar+gzip";
