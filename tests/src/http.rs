@@ -101,3 +101,53 @@ pub fn get_on_one_connection(addr: SocketAddr, path: &str, count: usize) -> Resu
     }
     Ok(statuses)
 }
+
+/// A server on a loopback port that answers every request `200` with `body` and counts the
+/// connections it accepted; it lives as long as the test process.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    /// Starts one, answering `body`.
+    pub fn start(body: &'static str) -> Result<Upstream> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = answer(stream, body);
+            }
+        });
+        Ok(Upstream { addr, accepted })
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads a request's head from `stream` and answers `200` with `body`.
+fn answer(stream: TcpStream, body: &str) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(())
+}

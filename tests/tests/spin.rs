@@ -63,7 +63,12 @@ impl Served {
     }
 
     /// [`Served::stop`], handing back the containerd for another task.
-    fn stop_keeping_containerd(mut self) -> Containerd {
+    fn stop_keeping_containerd(self) -> Containerd {
+        self.stop_with_output().0
+    }
+
+    /// [`Served::stop`], handing back the containerd and what the task printed.
+    fn stop_with_output(mut self) -> (Containerd, CtrOutput) {
         let kill = self.c.ctr(&["task", "kill", &self.id]);
         assert_eq!(kill.status, 0, "{kill:?}");
         let out = self
@@ -75,7 +80,7 @@ impl Served {
         assert_eq!(out.status, 0, "{out:?}");
         let left = self.c.wait_no_leftovers(&self.id);
         assert!(left.is_empty(), "left behind: {left:#?}");
-        self.c
+        (self.c, out)
     }
 }
 
@@ -128,6 +133,10 @@ fn spin_toml_image_with(
         file(guests_dir().join("http.wasm"), "/app/http.wasm"),
         file(guests_dir().join("spin/vars.wasm"), "/app/vars.wasm"),
         file(guests_dir().join("spin/kv.wasm"), "/app/kv.wasm"),
+        file(
+            guests_dir().join("spin/outbound.wasm"),
+            "/app/outbound.wasm",
+        ),
     ];
     if let Some(config) = runtime_config {
         std::fs::write(dir.join("runtime-config.toml"), config).unwrap();
@@ -257,6 +266,106 @@ fn an_instance_past_spin_max_instance_memory_fails_its_request_and_the_app_goes_
     assert_eq!(app.get("/exact").0, 500);
     assert_eq!(app.get("/api/v1"), (200, "hello from kwasi\n".to_string()));
     app.stop();
+}
+
+/// A component that fetches the URL it is given, allowed to reach `allowed` only.
+fn outbound_toml(allowed: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+
+[application]
+name = "outbound"
+
+[variables]
+upstream = {{ default = "{allowed}" }}
+
+[[trigger.http]]
+route = "/..."
+component = "out"
+
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+
+[component.out]
+source = "outbound.wasm"
+allowed_outbound_hosts = ["{{{{ upstream }}}}", "http://self"]
+
+[component.hello]
+source = "http.wasm"
+"#
+    )
+}
+
+#[test]
+fn an_outbound_request_to_an_allowed_host_goes_out_and_its_answer_comes_back() {
+    let upstream = http::Upstream::start("upstream says hi\n").unwrap();
+    let c = containerd();
+    let toml = outbound_toml(&format!("http://{}", upstream.addr));
+    let image = spin_toml_image(&c, "kwasi.test/spin-outbound:v1", &toml);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    let (status, body) = app.get(&format!("/?url=http://{}/x", upstream.addr));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "status=200\nupstream says hi\n")
+    );
+    app.stop();
+}
+
+#[test]
+fn an_outbound_request_to_a_host_not_allowed_is_refused_and_the_log_says_what_to_allow() {
+    let allowed = http::Upstream::start("allowed\n").unwrap();
+    let other = http::Upstream::start("not allowed\n").unwrap();
+    let c = containerd();
+    let toml = outbound_toml(&format!("http://{}", allowed.addr));
+    let image = spin_toml_image(&c, "kwasi.test/spin-outbound:v1", &toml);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    let (status, body) = app.get(&format!("/?url=http://{}/x", other.addr));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.starts_with("error="), "{body}");
+    assert_eq!(
+        other.connections(),
+        0,
+        "the refused request reached its host"
+    );
+    let (_, out) = app.stop_with_output();
+    let hint = format!(
+        "add \"http://{}\" to its allowed_outbound_hosts",
+        other.addr
+    );
+    assert!(out.stderr.contains(&hint), "{out:?}");
+}
+
+#[test]
+fn a_request_to_self_reaches_the_apps_own_routes() {
+    let c = containerd();
+    let image = spin_toml_image(
+        &c,
+        "kwasi.test/spin-outbound:v1",
+        &outbound_toml("http://example.invalid"),
+    );
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    assert_eq!(
+        app.get("/?url=http://self.alt/hello"),
+        (200, "status=200\nhello from kwasi\n".to_string())
+    );
+    app.stop();
+}
+
+#[test]
+fn a_malformed_allowed_outbound_host_fails_create_naming_it() {
+    let c = containerd();
+    let image = spin_toml_image(
+        &c,
+        "kwasi.test/spin-outbound-bad:v1",
+        &outbound_toml("example.com"),
+    );
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "component out: allowed_outbound_hosts: \"example.com\" has no scheme",
+    );
 }
 
 const VARIABLES_TOML: &str = r#"spin_manifest_version = 2

@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::{one_line, outcome, wasi_builder};
 
@@ -55,16 +55,21 @@ pub struct Host<S = ()> {
     table: ResourceTable,
     limits: StoreLimits,
     state: S,
+    hooks: HooksOf<S>,
 }
 
+/// Where an instance's state keeps the hooks of its outgoing HTTP requests, if it has its own.
+type HooksOf<S> = fn(&mut S) -> Option<&mut dyn WasiHttpHooks>;
+
 impl<S> Host<S> {
-    fn new(wasi: WasiCtx, state: S) -> Host<S> {
+    fn new(wasi: WasiCtx, state: S, hooks: HooksOf<S>) -> Host<S> {
         Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: StoreLimits::default(),
             state,
+            hooks,
         }
     }
 
@@ -88,7 +93,7 @@ impl<S: Send + 'static> WasiHttpView for Host<S> {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: (self.hooks)(&mut self.state).unwrap_or_default(),
         }
     }
 }
@@ -104,6 +109,14 @@ pub trait Extension: Clone + Send + Sync + 'static {
 
     /// The state of a new instance.
     fn new_state(&self) -> Self::State;
+
+    /// The hooks an instance's outgoing HTTP requests go through (to allow some hosts and
+    /// refuse others, say), kept in its state; `None`, the default, sends every request as
+    /// `wasi:http` does.
+    fn http_hooks(state: &mut Self::State) -> Option<&mut dyn WasiHttpHooks> {
+        let _ = state;
+        None
+    }
 }
 
 /// No host interfaces beyond WASI and `wasi:http`.
@@ -143,7 +156,7 @@ pub(crate) fn run_command(
         .build()
         .map_err(|e| EngineError::Other(format!("starting the async runtime: {e}")))?;
     runtime.block_on(async {
-        let mut store = Store::new(engine, Host::new(wasi, ()));
+        let mut store = Store::new(engine, Host::new(wasi, (), |_| None));
         let command = Command::instantiate_async(&mut store, component, &linker(engine, true)?)
             .await
             .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
@@ -278,7 +291,7 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
             .build();
         let mut store = Store::new(
             self.pre.engine(),
-            Host::new(wasi, self.extension.new_state()),
+            Host::new(wasi, self.extension.new_state(), X::http_hooks),
         );
         if let Some(bytes) = self.max_memory {
             store.data_mut().limits = StoreLimitsBuilder::new().memory_size(bytes).build();

@@ -66,6 +66,9 @@ pub struct ComponentSource {
     pub config: std::collections::BTreeMap<String, String>,
     /// The key-value stores it may open.
     pub key_value_stores: Vec<String>,
+    /// The destinations it may send requests to, as written (they may refer to the app's
+    /// variables).
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 /// An HTTP trigger: a route and its component.
@@ -236,18 +239,23 @@ fn component_source(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         config: component.config.clone(),
-        key_value_stores: component
-            .metadata
-            .get("key_value_stores")
-            .and_then(Value::as_array)
-            .map(|labels| {
-                labels
-                    .iter()
-                    .filter_map(|l| l.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        key_value_stores: strings(&component.metadata, "key_value_stores"),
+        allowed_outbound_hosts: strings(&component.metadata, "allowed_outbound_hosts"),
     })
+}
+
+/// The strings of list `key` in `metadata`.
+fn strings(metadata: &serde_json::Map<String, Value>, key: &str) -> Vec<String> {
+    metadata
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The bytes `content` refers to: the layer of its digest among `layers`, its inline

@@ -1,12 +1,15 @@
 //! The Spin host interfaces components get, on top of WASI and `wasi:http`: the bindings of
-//! `fermyon:spin@2.0.0`'s `variables` and `key-value`, and the [`Extension`] that links them.
+//! `fermyon:spin@2.0.0`'s `variables` and `key-value`, and the [`Extension`] that links them
+//! and filters outgoing HTTP requests.
 
 use std::sync::Arc;
 
 use kwasi_engine_wasmtime::{Extension, Host};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi_http::WasiHttpHooks;
 
 use crate::key_value::{KeyValue, OpenStore};
+use crate::outbound::Outbound;
 use crate::variables::Variables;
 
 pub(crate) mod bindings {
@@ -54,12 +57,13 @@ pub(crate) mod bindings {
     });
 }
 
-/// An instance's Spin state: its component's variables and key-value stores, and the
-/// stores it has open.
+/// An instance's Spin state: its component's variables and key-value stores, the stores it
+/// has open, and the hooks that allow or refuse its outgoing requests.
 pub struct SpinState {
     pub(crate) variables: Arc<Variables>,
     pub(crate) key_value: Arc<KeyValue>,
     pub(crate) table: ResourceTable,
+    outbound: Outbound,
 }
 
 impl SpinState {
@@ -79,14 +83,17 @@ impl SpinState {
 pub struct SpinHost {
     variables: Arc<Variables>,
     key_value: Arc<KeyValue>,
+    outbound: Outbound,
 }
 
 impl SpinHost {
-    /// The host interfaces of a component with these variables and key-value stores.
-    pub fn new(variables: Variables, key_value: KeyValue) -> SpinHost {
+    /// The host interfaces of a component with these variables and key-value stores, whose
+    /// outgoing requests go through `outbound`.
+    pub fn new(variables: Variables, key_value: KeyValue, outbound: Outbound) -> SpinHost {
         SpinHost {
             variables: Arc::new(variables),
             key_value: Arc::new(key_value),
+            outbound,
         }
     }
 }
@@ -109,6 +116,11 @@ impl Extension for SpinHost {
             variables: Arc::clone(&self.variables),
             key_value: Arc::clone(&self.key_value),
             table: ResourceTable::new(),
+            outbound: self.outbound.clone(),
         }
+    }
+
+    fn http_hooks(state: &mut SpinState) -> Option<&mut dyn WasiHttpHooks> {
+        Some(&mut state.outbound)
     }
 }

@@ -177,7 +177,13 @@ mod tests {
         .into();
         let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
         let key_value = KeyValue::for_component(&labels, &defined).unwrap();
-        let host = crate::host::SpinHost::new(crate::variables::Variables::default(), key_value);
+        let outbound = crate::outbound::Outbound::new(
+            "kv".into(),
+            Default::default(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        let host =
+            crate::host::SpinHost::new(crate::variables::Variables::default(), key_value, outbound);
         kwasi_engine_wasmtime::Extension::new_state(&host)
     }
 

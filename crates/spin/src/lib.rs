@@ -19,6 +19,7 @@ pub mod key_value;
 pub mod locked;
 pub mod manifest;
 pub mod oci;
+pub mod outbound;
 pub mod routes;
 pub mod runtime_config;
 pub mod trigger;
@@ -34,6 +35,7 @@ use kwasi_engine_wasmtime::{Compiled, HttpService, WasmtimeEngine};
 use app::{locked_app_of, resolve};
 use host::SpinHost;
 use key_value::KeyValue;
+use outbound::{AllowedHosts, Outbound};
 use routes::Router;
 use variables::Variables;
 
@@ -207,12 +209,20 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                     .map_err(|e| other(format!("component {}: {e}", component.id)))?;
             let key_value = KeyValue::for_component(&component.key_value_stores, &stores)
                 .map_err(|e| other(format!("component {}: {e}", component.id)))?;
+            let outbound = component
+                .allowed_outbound_hosts
+                .iter()
+                .map(|host| variables::expand_app(&resolved.variables, host, &workload.env))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|hosts| AllowedHosts::parse(&hosts))
+                .map(|hosts| Outbound::new(component.id.as_str().into(), hosts.into(), config.addr))
+                .map_err(|e| other(format!("component {}: {e}", component.id)))?;
             let service = match compile(&component.wasm) {
                 Ok(SpinModule::Plain(compiled)) => HttpService::new(
                     &self.wasmtime,
                     &compiled,
                     component.env.clone(),
-                    SpinHost::new(variables, key_value),
+                    SpinHost::new(variables, key_value, outbound),
                 ),
                 Ok(SpinModule::App(_)) => Err(other("is an application".into())),
                 Err(err) => Err(err),

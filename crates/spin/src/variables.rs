@@ -39,18 +39,7 @@ impl Variables {
         config: &BTreeMap<String, String>,
         env: &[(String, String)],
     ) -> Result<Variables, String> {
-        let value_of = |name: &str| -> Result<String, String> {
-            let declared = app.get(name).ok_or_else(|| {
-                format!("refers to variable {name:?}, which the app does not declare")
-            })?;
-            let from_env = format!("{ENV_PREFIX}{}", name.to_ascii_uppercase());
-            kwasi_core::workload::env_var(env, &from_env)
-                .map(str::to_string)
-                .or_else(|| declared.default.clone())
-                .ok_or_else(|| {
-                    format!("needs variable {name:?}, which is required: set {from_env} in the container's environment")
-                })
-        };
+        let value_of = |name: &str| app_value(app, env, name);
         let mut values = BTreeMap::new();
         for (key, template) in config {
             if !valid_name(key) {
@@ -72,6 +61,34 @@ impl Variables {
             .cloned()
             .ok_or_else(|| Error::Undefined(format!("no variable for {name:?}")))
     }
+}
+
+/// The value of app variable `name`: from `env`, or its default.
+fn app_value(
+    app: &BTreeMap<String, Variable>,
+    env: &[(String, String)],
+    name: &str,
+) -> Result<String, String> {
+    let declared = app
+        .get(name)
+        .ok_or_else(|| format!("refers to variable {name:?}, which the app does not declare"))?;
+    let from_env = format!("{ENV_PREFIX}{}", name.to_ascii_uppercase());
+    kwasi_core::workload::env_var(env, &from_env)
+        .map(str::to_string)
+        .or_else(|| declared.default.clone())
+        .ok_or_else(|| {
+            format!("needs variable {name:?}, which is required: set {from_env} in the container's environment")
+        })
+}
+
+/// `template` (a setting such as an allowed outbound host) with each `{{ name }}` replaced
+/// by the value of the app's variable `name`, valued from `env`.
+pub fn expand_app(
+    app: &BTreeMap<String, Variable>,
+    template: &str,
+    env: &[(String, String)],
+) -> Result<String, String> {
+    expand(template, &|name| app_value(app, env, name)).map_err(|e| format!("{template:?} {e}"))
 }
 
 /// `template` with each `{{ name }}` replaced by `value_of(name)`.

@@ -4,6 +4,7 @@
 #   echo.wasm   echo.js: answers with the spin-* headers it got
 #   vars.wasm   vars.js: reads a variable through fermyon:spin/variables@2.0.0
 #   kv.wasm     kv.js: counts requests in the default store of fermyon:spin/key-value@2.0.0
+#   outbound.wasm  outbound.js: fetches the URL it is given (outbound HTTP)
 # The WIT of the Spin imports is the local package wit-spin/, which build-tools merges into
 # every component's world.
 # Both through @spinframework/build-tools' j2w: components exporting
@@ -15,3 +16,4 @@ npm ci --no-audit --no-fund
 npx j2w -i echo.js -o echo.wasm
 npx j2w -i vars.js -o vars.wasm
 npx j2w -i kv.js -o kv.wasm
+npx j2w -i outbound.js -o outbound.wasm
