@@ -4,7 +4,8 @@
 # wasm-tools and wit-bindgen (`cargo install wasm-tools wit-bindgen-cli`).
 #   probe.wasm            WASI preview 1 command (probe.c)
 #   probe.component.wasm  the same program as a wasi:cli/run component (preview 1 adapter)
-#   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen)
+#   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen), with
+#                         wasi:filesystem from the reactor adapter for its /files/ routes
 set -eu
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -14,7 +15,7 @@ clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -o probe.wasm prob
 
 # The preview 1 adapters of the wasmtime release the shims are built with.
 cargo run -q -p kwasi-e2e --bin preview1-adapter -- command > "$tmp/command.wasm"
-cargo run -q -p kwasi-e2e --bin preview1-adapter -- proxy > "$tmp/proxy.wasm"
+cargo run -q -p kwasi-e2e --bin preview1-adapter -- reactor > "$tmp/reactor.wasm"
 wasm-tools component new probe.wasm --adapt "wasi_snapshot_preview1=$tmp/command.wasm" \
     -o probe.component.wasm
 
@@ -25,5 +26,5 @@ wit-bindgen c --world wasi:http/proxy "$(dirname "$manifest")/wit" --out-dir "$t
 # Keep custom sections (-Wl,--strip-debug, not --strip-all): they carry the component type.
 clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
     -o "$tmp/http.core.wasm" http.c "$tmp/proxy.c" "$tmp/proxy_component_type.o"
-wasm-tools component new "$tmp/http.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/proxy.wasm" \
+wasm-tools component new "$tmp/http.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
     -o http.wasm

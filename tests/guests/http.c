@@ -5,6 +5,14 @@
 //   POST /echo        200, the request body
 //   GET  /slow?ms=N   200 after sleeping N ms (default 2000)
 //   GET  /trap        the guest traps
+//   GET  /files/P     200, the file /P of the component's filesystem (Spin's component
+//                     files); 404 when it cannot be opened
+//   PUT  /files/P     201 after writing the request body to /P; 403 when it cannot be
+//                     (component files are read-only)
+// Files through wasi-libc's stdio: the component is built with the reactor adapter, which
+// gives it wasi:filesystem.
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +101,23 @@ static bytes_t read_body(wasi_http_types_borrow_incoming_request_t request) {
     return all;
 }
 
+// The whole of file `name`, or NULL.
+static bytes_t *read_file(const char *name, bytes_t *all) {
+    FILE *f = fopen(name, "rb");
+    if (!f) return NULL;
+    all->ptr = NULL;
+    all->len = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        all->ptr = realloc(all->ptr, all->len + n);
+        memcpy(all->ptr + all->len, chunk, n);
+        all->len += n;
+    }
+    fclose(f);
+    return all;
+}
+
 static void sleep_ms(uint64_t ms) {
     wasi_io_poll_own_pollable_t timer = wasi_clocks_monotonic_clock_subscribe_duration(ms * 1000000);
     wasi_io_poll_method_pollable_block(wasi_io_poll_borrow_pollable(timer));
@@ -116,6 +141,23 @@ void exports_wasi_http_incoming_handler_handle(wasi_http_types_own_incoming_requ
         uint64_t wait = ms ? strtoull(ms + 3, NULL, 10) : 2000;
         sleep_ms(wait);
         respond(out, 200, text("slept\n"), 1);
+    } else if (method.tag == WASI_HTTP_TYPES_METHOD_GET && !strncmp(path, "/files/", 7)) {
+        bytes_t file;
+        if (read_file(path + 6, &file)) {
+            respond(out, 200, file, 1);
+        } else {
+            respond(out, 404, text("no such file\n"), 1);
+        }
+    } else if (method.tag == WASI_HTTP_TYPES_METHOD_PUT && !strncmp(path, "/files/", 7)) {
+        bytes_t body = read_body(req);
+        FILE *f = fopen(path + 6, "wb");
+        if (f && fwrite(body.ptr, 1, body.len, f) == body.len && fclose(f) == 0) {
+            respond(out, 201, text("written\n"), 1);
+        } else {
+            static char why[128];
+            snprintf(why, sizeof why, "cannot write: %s\n", strerror(errno));
+            respond(out, 403, text(why), 1);
+        }
     } else if (!strcmp(path, "/trap")) {
         __builtin_trap();
     } else {

@@ -151,3 +151,18 @@ fn answer(stream: TcpStream, body: &str) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// `PUT http://ADDR/PATH` with `body`: the status and body.
+pub fn put(
+    agent: &ureq::Agent,
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut response = agent
+        .put(format!("http://{addr}{path}"))
+        .send(body)
+        .with_context(|| format!("PUT {path}"))?;
+    let body = response.body_mut().read_to_string()?;
+    Ok((response.status().as_u16(), body))
+}

@@ -11,6 +11,10 @@ use crate::{guests_dir, Containerd};
 
 /// A Spin component layer.
 pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// A component file's layer.
+pub const DATA_LAYER: &str = "application/vnd.wasm.content.layer.v1+data";
+/// An archive layer: a gzipped tar of component files, found by their digests.
+pub const ARCHIVE_LAYER: &str = "application/vnd.wasm.content.bundle.v1.tar+gzip";
 /// The locked app's layer.
 pub const LOCKED_APP: &str = "application/vnd.fermyon.spin.application.v1+config";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -24,6 +28,33 @@ pub fn echo_wasm() -> Vec<u8> {
 /// kwasi's C wasi:http guest: `hello from kwasi` for a GET.
 pub fn hello_wasm() -> Vec<u8> {
     std::fs::read(guests_dir().join("http.wasm")).expect("tests/guests/http.wasm")
+}
+
+/// A data layer of file `bytes`.
+pub fn data_layer(bytes: &[u8]) -> Part<'static> {
+    Part {
+        media_type: DATA_LAYER,
+        bytes: bytes.to_vec(),
+    }
+}
+
+/// An archive layer holding `files` (path, content), as `spin registry push` writes one for
+/// a directory of files.
+pub fn archive_layer(files: &[(&str, &[u8])]) -> Result<Part<'static>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, *bytes)?;
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar.into_inner()?)?;
+    Ok(Part {
+        media_type: ARCHIVE_LAYER,
+        bytes: gz.finish()?,
+    })
 }
 
 /// A layer of component `bytes`.

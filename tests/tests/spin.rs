@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kwasi_e2e::spin::{echo_wasm, hello_wasm, import, import_three_components, wasm_layer};
+use kwasi_e2e::spin::{
+    archive_layer, data_layer, echo_wasm, hello_wasm, import, import_three_components, wasm_layer,
+};
 use kwasi_e2e::{guests_dir, http, unique_id, Containerd, CtrOutput, RunningCtr, Shim};
 use serde_json::json;
 
@@ -114,15 +116,17 @@ source = "http.wasm"
 
 /// Builds an image whose rootfs holds `/app/spin.toml` with `toml`, and the components.
 fn spin_toml_image(c: &Containerd, name: &str, toml: &str) -> String {
-    spin_toml_image_with(c, name, toml, None)
+    spin_toml_image_with(c, name, toml, None, &[])
 }
 
-/// [`spin_toml_image`], with `/runtime-config.toml` holding `runtime_config`.
+/// [`spin_toml_image`], with `/runtime-config.toml` holding `runtime_config`, and `extra`
+/// files (path below `/app`, content).
 fn spin_toml_image_with(
     c: &Containerd,
     name: &str,
     toml: &str,
     runtime_config: Option<&str>,
+    extra: &[(&str, &str)],
 ) -> String {
     let dir = c.dir();
     std::fs::write(dir.join("spin.toml"), toml).unwrap();
@@ -138,6 +142,12 @@ fn spin_toml_image_with(
             "/app/outbound.wasm",
         ),
     ];
+    for (path, text) in extra {
+        let local = dir.join("extra").join(path);
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        std::fs::write(&local, text).unwrap();
+        files.push(file(local, &format!("/app/{path}")));
+    }
     if let Some(config) = runtime_config {
         std::fs::write(dir.join("runtime-config.toml"), config).unwrap();
         files.push(file(
@@ -209,9 +219,17 @@ fn a_spin_oci_image_as_spin_registry_push_writes_it_serves_its_routes() {
 fn an_app_packaged_by_kwasi_image_build_spin_runs() {
     let c = containerd();
     let dir = c.dir();
-    std::fs::write(dir.join("spin.toml"), ROUTES_TOML).unwrap();
+    let with_files = "[[trigger.http]]\nroute = \"/files/...\"\ncomponent = \"web\"\n\n\
+                      [component.web]\nsource = \"http.wasm\"\nfiles = [\"static/*\"]\n";
+    std::fs::write(
+        dir.join("spin.toml"),
+        format!("{ROUTES_TOML}\n{with_files}"),
+    )
+    .unwrap();
     std::fs::write(dir.join("echo.wasm"), echo_wasm()).unwrap();
     std::fs::write(dir.join("http.wasm"), hello_wasm()).unwrap();
+    std::fs::create_dir_all(dir.join("static")).unwrap();
+    std::fs::write(dir.join("static/page.html"), "<p>packaged</p>\n").unwrap();
     let (tar, image) = c
         .build_image(
             "kwasi.test/spin-packaged:v1",
@@ -225,6 +243,10 @@ fn an_app_packaged_by_kwasi_image_build_spin_runs() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(field(&body, "spin-matched-route"), "/hello");
     assert_eq!(app.get("/api/x"), (200, "hello from kwasi\n".to_string()));
+    assert_eq!(
+        app.get("/files/static/page.html"),
+        (200, "<p>packaged</p>\n".to_string())
+    );
     app.stop();
 }
 
@@ -368,6 +390,89 @@ fn a_malformed_allowed_outbound_host_fails_create_naming_it() {
     );
 }
 
+const FILES_TOML: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "files"
+
+[[trigger.http]]
+route = "/files/..."
+component = "web"
+
+[component.web]
+source = "http.wasm"
+files = ["static/**/*", { source = "notes.txt", destination = "/etc/notes.txt" }]
+exclude_files = ["static/private/*"]
+"#;
+
+#[test]
+fn a_component_sees_its_files_read_only_at_its_root_and_nothing_else() {
+    let c = containerd();
+    let extra = [
+        ("static/index.html", "<h1>hello</h1>\n"),
+        ("static/private/key", "secret\n"),
+        ("notes.txt", "notes\n"),
+    ];
+    let image = spin_toml_image_with(&c, "kwasi.test/spin-files:v1", FILES_TOML, None, &extra);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    assert_eq!(
+        app.get("/files/static/index.html"),
+        (200, "<h1>hello</h1>\n".to_string())
+    );
+    assert_eq!(
+        app.get("/files/etc/notes.txt"),
+        (200, "notes\n".to_string())
+    );
+    assert_eq!(app.get("/files/static/private/key").0, 404);
+    assert_eq!(app.get("/files/app/spin.toml").0, 404);
+    let (status, body) =
+        http::put(&http::client(), app.addr, "/files/static/new.txt", b"x").unwrap();
+    assert_eq!(status, 403, "{body}");
+    app.stop();
+}
+
+#[test]
+fn component_files_come_from_data_archive_and_inline_content_of_a_spin_oci_image() {
+    let c = containerd();
+    let wasm = wasm_layer(hello_wasm());
+    let data = data_layer(b"<h1>from a data layer</h1>\n");
+    let archived: &[u8] = b"from an archive layer\n";
+    let archive = archive_layer(&[("docs/readme.txt", archived)]).unwrap();
+    let archived_digest = kwasi_e2e::layout::Part {
+        media_type: "",
+        bytes: archived.to_vec(),
+    }
+    .digest();
+    let locked = json!({
+        "spin_lock_version": 0,
+        "metadata": {"name": "files", "trigger": {"type": "http"}},
+        "triggers": [{"id": "web-http-trigger", "trigger_type": "http",
+                      "trigger_config": {"component": "web", "route": "/files/..."}}],
+        "components": [{
+            "id": "web",
+            "source": {"content_type": "application/wasm", "digest": wasm.digest()},
+            "files": [
+                {"digest": data.digest(), "path": "static/index.html"},
+                {"digest": archived_digest, "path": "docs/readme.txt"},
+                {"inline": "c21hbGwK", "digest": "sha256:0", "path": "small.txt"},
+            ],
+        }],
+    });
+    let name = "kwasi.test/spin-oci-files:v1";
+    import(&c, name, vec![wasm, data, archive], &locked).unwrap();
+    let app = Served::start(c, name, &[]);
+    assert_eq!(
+        app.get("/files/static/index.html"),
+        (200, "<h1>from a data layer</h1>\n".to_string())
+    );
+    assert_eq!(
+        app.get("/files/docs/readme.txt"),
+        (200, "from an archive layer\n".to_string())
+    );
+    assert_eq!(app.get("/files/small.txt"), (200, "small\n".to_string()));
+    app.stop();
+}
+
 const VARIABLES_TOML: &str = r#"spin_manifest_version = 2
 
 [application]
@@ -447,7 +552,13 @@ fn a_runtime_config_keeps_the_default_store_on_a_volume_across_containers() {
     let volume = c.dir().join("volume");
     std::fs::create_dir_all(&volume).unwrap();
     let config = "[key_value_store.default]\ntype = \"spin\"\npath = \"/data/kv.db\"\n";
-    let image = spin_toml_image_with(&c, "kwasi.test/spin-kv-volume:v1", KV_TOML, Some(config));
+    let image = spin_toml_image_with(
+        &c,
+        "kwasi.test/spin-kv-volume:v1",
+        KV_TOML,
+        Some(config),
+        &[],
+    );
     let mount = format!(
         "type=bind,src={},dst=/data,options=rbind:rw",
         volume.display()
@@ -488,7 +599,7 @@ fn a_runtime_config_keeps_the_default_store_on_a_volume_across_containers() {
 fn a_runtime_config_kwasi_does_not_support_fails_create_naming_it() {
     let c = containerd();
     let config = "[sqlite_database.default]\ntype = \"spin\"\n";
-    let image = spin_toml_image_with(&c, "kwasi.test/spin-rc:v1", KV_TOML, Some(config));
+    let image = spin_toml_image_with(&c, "kwasi.test/spin-rc:v1", KV_TOML, Some(config), &[]);
     assert_refused(
         &c,
         &image,

@@ -1,12 +1,15 @@
 //! WASI preview 2 components: `wasi:cli/run` commands and `wasi:http/incoming-handler`
 //! services.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use kwasi_core::engine::{EngineError, Workload};
 use kwasi_core::http::{Admission, HttpConfig, RequestBody, Resources};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::Command;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -192,6 +195,7 @@ pub struct HttpService<X: Extension = ()> {
     env: Vec<(String, String)>,
     extension: X,
     max_memory: Option<usize>,
+    files: Option<Arc<Path>>,
 }
 
 impl<X: Extension> Clone for HttpService<X> {
@@ -201,6 +205,7 @@ impl<X: Extension> Clone for HttpService<X> {
             env: self.env.clone(),
             extension: self.extension.clone(),
             max_memory: self.max_memory,
+            files: self.files.clone(),
         }
     }
 }
@@ -249,6 +254,7 @@ impl<X: Extension> HttpService<X> {
             env,
             extension,
             max_memory: None,
+            files: None,
         })
     }
 
@@ -257,6 +263,12 @@ impl<X: Extension> HttpService<X> {
     /// 500), and the server goes on.
     pub fn with_max_instance_memory(mut self, bytes: usize) -> HttpService<X> {
         self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Gives each instance directory `dir` as its `/`, read-only (Spin's component files).
+    pub fn with_files(mut self, dir: PathBuf) -> HttpService<X> {
+        self.files = Some(dir.into());
         self
     }
 }
@@ -281,14 +293,16 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
         request: hyper::Request<RequestBody>,
         admission: Admission,
     ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        // Services get the environment and stdio, not the filesystem: the wasi:http/proxy
-        // world has none, and opening the preopens for every request would cost more than
-        // the request.
-        let wasi = WasiCtx::builder()
-            .inherit_stdout()
-            .inherit_stderr()
-            .envs(&self.env)
-            .build();
+        // Services get the environment and stdio, not the task's filesystem: the
+        // wasi:http/proxy world has none, and opening the preopens for every request would
+        // cost more than the request. Files given with `with_files` are one directory.
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr().envs(&self.env);
+        if let Some(dir) = &self.files {
+            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly)
+                .map_err(|e| format!("opening the component's files {}: {e}", dir.display()))?;
+        }
+        let wasi = wasi.build();
         let mut store = Store::new(
             self.pre.engine(),
             Host::new(wasi, self.extension.new_state(), X::http_hooks),

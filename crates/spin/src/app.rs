@@ -5,10 +5,12 @@
 use base64::Engine as _;
 use kwasi_core::engine::WasmBytes;
 use kwasi_core::image::layers::WasmLayer;
-use kwasi_core::image::{SPIN_APPLICATION, WASM_ARCHIVE};
+use kwasi_core::image::SPIN_APPLICATION;
 use serde_json::Value;
+use std::collections::HashMap;
 
-use crate::locked::{ContentRef, LockedApp, LockedComponent};
+use crate::files::{archived_files, relative_path, ComponentFile, FileContent};
+use crate::locked::{ContentPath, ContentRef, LockedApp, LockedComponent};
 
 /// Host requirements kwasi meets (none yet: service chaining is not supported).
 const SUPPORTED_REQUIREMENTS: [&str; 0] = [];
@@ -69,6 +71,8 @@ pub struct ComponentSource {
     /// The destinations it may send requests to, as written (they may refer to the app's
     /// variables).
     pub allowed_outbound_hosts: Vec<String>,
+    /// The files it sees.
+    pub files: Vec<ComponentFile>,
 }
 
 /// An HTTP trigger: a route and its component.
@@ -144,16 +148,11 @@ pub fn retain_components(app: &mut LockedApp, ids: &str) -> Result<(), AppError>
 /// sources; refuses what kwasi cannot run.
 pub fn resolve(app: &LockedApp, layers: &[WasmLayer]) -> Result<ResolvedApp, AppError> {
     check_requirements(app)?;
-    if layers.iter().any(|l| l.media_type == WASM_ARCHIVE) {
-        return Err(AppError::Unsupported(format!(
-            "the image has archive layers ({WASM_ARCHIVE}); kwasi does not give components \
-             files yet"
-        )));
-    }
+    let archived = archived_files(layers).map_err(AppError::Unsupported)?;
     let layers: Vec<&WasmLayer> = layers.iter().collect();
     let mut components = Vec::new();
     for component in &app.components {
-        components.push(component_source(component, &layers)?);
+        components.push(component_source(component, &layers, &archived)?);
     }
     let mut http = Vec::new();
     for trigger in &app.triggers {
@@ -205,6 +204,7 @@ fn check_requirements(app: &LockedApp) -> Result<(), AppError> {
 fn component_source(
     component: &LockedComponent,
     layers: &[&WasmLayer],
+    archived: &HashMap<String, Vec<u8>>,
 ) -> Result<ComponentSource, AppError> {
     let id = &component.id;
     let source_error = |reason: String| AppError::Source {
@@ -218,11 +218,11 @@ fn component_source(
                 .into(),
         ));
     }
-    if !component.files.is_empty() {
-        return Err(source_error(
-            "has files; kwasi does not give components files yet".into(),
-        ));
-    }
+    let files = component
+        .files
+        .iter()
+        .map(|file| component_file(id, file, layers, archived))
+        .collect::<Result<Vec<_>, _>>()?;
     let wasm = source_bytes(id, &component.source.content, layers)?;
     if !wasm.bytes.starts_with(b"\0asm") {
         return Err(source_error(format!(
@@ -241,6 +241,49 @@ fn component_source(
         config: component.config.clone(),
         key_value_stores: strings(&component.metadata, "key_value_stores"),
         allowed_outbound_hosts: strings(&component.metadata, "allowed_outbound_hosts"),
+        files,
+    })
+}
+
+/// A file of `component`: its bytes from a data layer or an archive layer (by digest),
+/// inline, or its `file://` source.
+fn component_file(
+    component: &str,
+    file: &ContentPath,
+    layers: &[&WasmLayer],
+    archived: &HashMap<String, Vec<u8>>,
+) -> Result<ComponentFile, AppError> {
+    let source_error = |reason: String| AppError::Source {
+        component: component.to_string(),
+        reason: format!("file {:?}: {reason}", file.path),
+    };
+    if relative_path(&file.path).is_none() {
+        return Err(source_error("is outside the component's filesystem".into()));
+    }
+    let content = &file.content;
+    let archived = content.digest.as_ref().and_then(|d| archived.get(d));
+    let content = match (archived, &content.source) {
+        (Some(bytes), _) => FileContent::Bytes(bytes.clone()),
+        // A file next to spin.toml: copied when it is laid out, not read into memory.
+        (None, Some(uri)) if content.digest.is_none() && content.inline.is_none() => {
+            let path = uri.strip_prefix("file://").ok_or_else(|| {
+                source_error(format!("its source {uri} is not a file of the container"))
+            })?;
+            FileContent::Host(path.into())
+        }
+        (None, _) => match source_bytes(component, content, layers) {
+            Ok(bytes) => FileContent::Bytes(bytes.bytes),
+            Err(AppError::MissingLayer { digest, .. }) => {
+                return Err(source_error(format!(
+                    "its content {digest} is in no layer of the image"
+                )))
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    Ok(ComponentFile {
+        path: file.path.clone(),
+        content,
     })
 }
 
@@ -418,6 +461,60 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "component c: its wasm sha256:dd is not a layer of the image"
+        );
+    }
+
+    /// LOCKED with component c's `files` set to `files` (JSON).
+    fn with_files(files: &str) -> String {
+        LOCKED.replace(
+            r#""digest":"sha256:aa"}}"#,
+            &format!(r#""digest":"sha256:aa"}},"files":{files}}}"#),
+        )
+    }
+
+    #[test]
+    fn a_component_file_comes_from_its_data_layer_or_inline() {
+        let mut layers = image(&with_files(
+            r#"[{"digest":"sha256:ee","path":"static/a.txt"},{"inline":"aGk=","digest":"sha256:ff","path":"b.txt"}]"#,
+        ));
+        layers.insert(
+            1,
+            layer(crate::oci::DATA_LAYER, "sha256:ee", b"from a layer"),
+        );
+        let app = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap();
+        assert_eq!(
+            app.components[0].files,
+            [
+                ComponentFile {
+                    path: "static/a.txt".into(),
+                    content: FileContent::Bytes(b"from a layer".to_vec())
+                },
+                ComponentFile {
+                    path: "b.txt".into(),
+                    content: FileContent::Bytes(b"hi".to_vec())
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_component_file_whose_layer_is_missing_is_refused_naming_it() {
+        let layers = image(&with_files(r#"[{"digest":"sha256:ee","path":"a.txt"}]"#));
+        let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "component c: file \"a.txt\": its content sha256:ee is in no layer of the image"
+        );
+    }
+
+    #[test]
+    fn a_component_file_outside_its_filesystem_is_refused() {
+        let layers = image(&with_files(r#"[{"inline":"aGk=","path":"../../etc/x"}]"#));
+        let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("outside the component's filesystem"),
+            "{err}"
         );
     }
 

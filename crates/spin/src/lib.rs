@@ -9,11 +9,13 @@
 //! 1. the locked app is read ([`app::locked_app_of`], or [`manifest::load`] for `spin.toml`);
 //! 2. its components' wasm is found and what kwasi cannot run is refused ([`app::resolve`]);
 //! 3. its routes are checked ([`routes::Router`]) and each routed component is compiled
-//!    (through the compile cache) and linked, so that a missing import fails `create`;
+//!    (through the compile cache) and linked, so that a missing import fails `create`, and
+//!    its files are laid out ([`files::lay_out`]);
 //!
 //! and at `start` ([`Engine::run`]), the HTTP trigger serves ([`trigger::HttpTrigger`]).
 
 pub mod app;
+pub mod files;
 pub mod host;
 pub mod key_value;
 pub mod locked;
@@ -231,6 +233,17 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             let service = match max_memory {
                 Some(bytes) => service.with_max_instance_memory(bytes),
                 None => service,
+            };
+            let service = if component.files.is_empty() {
+                service
+            } else {
+                let dir = files::lay_out(
+                    Path::new(files::FILES_ROOT),
+                    &component.id,
+                    &component.files,
+                )
+                .map_err(|e| other(format!("component {}: {e}", component.id)))?;
+                service.with_files(dir)
             };
             services.insert(component.id.clone(), service);
         }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::locked::{
-    ContentRef, LockedApp, LockedComponent, LockedSource, LockedTrigger, Variable,
+    ContentPath, ContentRef, LockedApp, LockedComponent, LockedSource, LockedTrigger, Variable,
 };
 
 /// Why a `spin.toml` cannot be read.
@@ -244,12 +244,9 @@ fn locked_component(id: String, c: Component, dir: &Path) -> Result<LockedCompon
              registry push` does this by default)"
         ));
     }
-    if !c.files.is_empty() {
-        return Err(format!(
-            "component {id} has files; kwasi does not give components files yet"
-        ));
-    }
-    let _ = (&c.exclude_files, &c.targets, &c.tool, &c.build);
+    let files = component_files(&c.files, &c.exclude_files, dir)
+        .map_err(|e| format!("component {id}: files: {e}"))?;
+    let _ = (&c.targets, &c.tool, &c.build);
     let _ = (c.dependencies_inherit_configuration, &c.ai_models);
     let mut metadata = Map::new();
     if let Some(description) = c.description {
@@ -277,10 +274,132 @@ fn locked_component(id: String, c: Component, dir: &Path) -> Result<LockedCompon
             },
         },
         env: c.environment,
-        files: vec![],
+        files,
         config: c.variables,
         dependencies: Map::new(),
     })
+}
+
+/// The files a component's `files` and `exclude_files` give it, relative to the app's
+/// directory `dir`, one entry per file as `spin registry push` lists them:
+/// - `"path/file.txt"` or `"dir"`: that file, or every file under that directory, at the same
+///   path in the component's filesystem;
+/// - `"glob/**/*.html"`: every file the pattern matches, at its path relative to `dir`;
+/// - `{ source = "dir-or-file", destination = "/where" }`: that file at `destination`, or
+///   the files under that directory below it.
+///
+/// `exclude_files` patterns, relative to `dir`, leave files out.
+fn component_files(
+    files: &[toml::Value],
+    exclude: &[String],
+    dir: &Path,
+) -> Result<Vec<ContentPath>, String> {
+    let exclude = exclude
+        .iter()
+        .map(|p| glob::Pattern::new(p).map_err(|e| format!("exclude_files {p:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut found: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for entry in files {
+        match entry {
+            toml::Value::String(pattern) => {
+                if pattern.is_empty()
+                    || [".", ".."].contains(&pattern.rsplit('/').next().unwrap_or(""))
+                {
+                    return Err(format!(
+                        "{pattern:?} names a directory by . or ..: name the directory, or use \
+                         {{ source = ..., destination = ... }}"
+                    ));
+                }
+                let path = dir.join(pattern);
+                if path.is_dir() {
+                    under(&path, Path::new(pattern), &mut found)?;
+                } else if path.is_file() {
+                    found.push((path, pattern.into()));
+                } else if pattern.contains(['*', '?', '[']) {
+                    for source in matching(&path)? {
+                        let relative = source.strip_prefix(dir).map_err(|_| {
+                            format!(
+                                "{pattern:?} matches {}, outside the app's directory",
+                                source.display()
+                            )
+                        })?;
+                        found.push((source.clone(), relative.into()));
+                    }
+                } else {
+                    return Err(format!(
+                        "{pattern:?} does not exist and is not a glob pattern"
+                    ));
+                }
+            }
+            toml::Value::Table(placement) => {
+                let field = |name: &str| {
+                    placement
+                        .get(name)
+                        .and_then(toml::Value::as_str)
+                        .ok_or_else(|| format!("an entry {{ source, destination }} has no {name}"))
+                };
+                let (source, destination) = (field("source")?, field("destination")?);
+                let path = dir.join(source);
+                let destination = Path::new(destination.trim_start_matches('/'));
+                if path.is_dir() {
+                    under(&path, destination, &mut found)?;
+                } else if path.is_file() {
+                    found.push((path, destination.into()));
+                } else {
+                    return Err(format!("source {source:?} does not exist"));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{other} is neither a path nor {{ source, destination }}"
+                ))
+            }
+        }
+    }
+    let excluded = |source: &Path| {
+        source
+            .strip_prefix(dir)
+            .is_ok_and(|relative| exclude.iter().any(|p| p.matches_path(relative)))
+    };
+    Ok(found
+        .into_iter()
+        .filter(|(source, _)| !excluded(source))
+        .map(|(source, path)| ContentPath {
+            content: ContentRef {
+                source: Some(format!("file://{}", source.display())),
+                ..ContentRef::default()
+            },
+            path: path.to_string_lossy().into_owned(),
+        })
+        .collect())
+}
+
+/// Every file under directory `source`, each at its place below `destination`.
+fn under(
+    source: &Path,
+    destination: &Path,
+    found: &mut Vec<(PathBuf, PathBuf)>,
+) -> Result<(), String> {
+    for file in matching(&source.join("**/*"))? {
+        if let Ok(relative) = file.strip_prefix(source) {
+            found.push((file.clone(), destination.join(relative)));
+        }
+    }
+    Ok(())
+}
+
+/// The files glob `pattern` matches.
+fn matching(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+    let text = pattern.to_string_lossy();
+    let paths = glob::glob(&text).map_err(|e| format!("pattern {text:?}: {e}"))?;
+    let mut files = Vec::new();
+    for path in paths {
+        let path = path.map_err(|e| e.to_string())?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 /// A TOML error on one line: the message without the excerpt of the file.
@@ -345,6 +464,93 @@ variables = { greeting = "{{ greeting }}" }
         assert_eq!(
             front.metadata["allowed_outbound_hosts"],
             serde_json::json!(["http://localhost:8080"])
+        );
+    }
+
+    /// The component files of a manifest whose component `c` has `files` (TOML) and
+    /// `exclude`, in an app directory holding `static/{a.html,b.css,sub/c.html}` and
+    /// `notes.txt`: each file's path in the component and its source, relative to the app.
+    fn files_of(files: &str, exclude: &str) -> Vec<(String, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in [
+            ("static/a.html", "a"),
+            ("static/b.css", "b"),
+            ("static/sub/c.html", "c"),
+            ("notes.txt", "n"),
+        ] {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let toml = format!(
+            "spin_manifest_version = 2\n[application]\nname = \"f\"\n[[trigger.http]]\n\
+             route = \"/...\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n\
+             files = {files}\nexclude_files = {exclude}\n"
+        );
+        let app = from_str(&toml, dir.path()).unwrap();
+        let prefix = format!("file://{}/", dir.path().display());
+        let mut found: Vec<(String, String)> = app.components[0]
+            .files
+            .iter()
+            .map(|f| {
+                let source = f.content.source.as_deref().unwrap();
+                (
+                    f.path.clone(),
+                    source.strip_prefix(&prefix).unwrap().to_string(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_file_or_directory_keeps_its_path_and_a_glob_takes_what_it_matches() {
+        assert_eq!(
+            files_of(r#"["notes.txt", "static/**/*.html"]"#, "[]"),
+            pairs(&[
+                ("notes.txt", "notes.txt"),
+                ("static/a.html", "static/a.html"),
+                ("static/sub/c.html", "static/sub/c.html"),
+            ])
+        );
+        assert_eq!(
+            files_of(r#"["static"]"#, r#"["static/sub/*"]"#),
+            pairs(&[
+                ("static/a.html", "static/a.html"),
+                ("static/b.css", "static/b.css")
+            ])
+        );
+    }
+
+    #[test]
+    fn a_placement_puts_a_directory_or_file_at_its_destination() {
+        assert_eq!(
+            files_of(
+                r#"[{ source = "static/sub", destination = "/web" }, { source = "notes.txt", destination = "/etc/n.txt" }]"#,
+                "[]"
+            ),
+            pairs(&[
+                ("etc/n.txt", "notes.txt"),
+                ("web/c.html", "static/sub/c.html")
+            ])
+        );
+    }
+
+    #[test]
+    fn a_files_entry_that_names_nothing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = HELLO.replace("[component.api]", "[component.api]\nfiles = [\"missing\"]");
+        let err = from_str(&toml, dir.path()).unwrap_err();
+        assert_eq!(
+            err,
+            "component api: files: \"missing\" does not exist and is not a glob pattern"
         );
     }
 

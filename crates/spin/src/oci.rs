@@ -1,5 +1,6 @@
 //! Packaging an app the way `spin registry push` (Spin 3.x) lays it out: one
-//! `application/vnd.wasm.content.layer.v1+wasm` layer per distinct component source, the
+//! `application/vnd.wasm.content.layer.v1+wasm` layer per distinct component source, one
+//! `application/vnd.wasm.content.layer.v1+data` layer per distinct file content, the
 //! locked app (with each source replaced by its layer's digest) as the last layer, and an
 //! image config with architecture `wasm`, os `wasip1` and the locked app's digest as a label.
 
@@ -15,6 +16,8 @@ use crate::locked::{ContentRef, LockedApp};
 
 /// The media type of a component's layer.
 pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// The media type of a component file's layer.
+pub const DATA_LAYER: &str = "application/vnd.wasm.content.layer.v1+data";
 /// The media type of the image config.
 pub const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// The config label naming the locked app's layer.
@@ -83,6 +86,22 @@ pub fn package_app(mut app: LockedApp) -> Result<SpinImage, String> {
             digest: Some(layer_digest),
             ..ContentRef::default()
         };
+        for file in &mut component.files {
+            let bytes = crate::app::source_bytes(&component.id, &file.content, &[])
+                .map_err(|e| format!("file {:?}: {e}", file.path))?
+                .bytes;
+            let file_digest = digest(&bytes);
+            if !layers.iter().any(|l| l.bytes == bytes) {
+                layers.push(RawBlob {
+                    media_type: DATA_LAYER.to_string(),
+                    bytes,
+                });
+            }
+            file.content = ContentRef {
+                digest: Some(file_digest),
+                ..ContentRef::default()
+            };
+        }
     }
     app.metadata.remove("origin");
     let locked = serde_json::to_vec(&app).map_err(|e| e.to_string())?;
