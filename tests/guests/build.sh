@@ -6,6 +6,7 @@
 #   probe.component.wasm  the same program as a wasi:cli/run component (preview 1 adapter)
 #   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen), with
 #                         wasi:filesystem from the reactor adapter for its /files/ routes
+#   redis.wasm            Redis-triggered Spin component (redis.c; WIT: crates/spin/redis-wit)
 set -eu
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -28,3 +29,10 @@ clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,
     -o "$tmp/http.core.wasm" http.c "$tmp/proxy.c" "$tmp/proxy_component_type.o"
 wasm-tools component new "$tmp/http.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
     -o http.wasm
+
+# The Redis guest, from the WIT kwasi-spin's host bindings are made of.
+wit-bindgen c --world kwasi:spin-redis/guest ../../crates/spin/redis-wit --out-dir "$tmp"
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
+    -o "$tmp/redis.core.wasm" redis.c "$tmp/guest.c" "$tmp/guest_component_type.o"
+wasm-tools component new "$tmp/redis.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
+    -o redis.wasm

@@ -19,6 +19,7 @@ pub mod http;
 pub mod kube;
 pub mod layout;
 pub mod node;
+pub mod redis;
 pub mod spin;
 pub mod wasi_testsuite;
 
@@ -716,7 +717,7 @@ impl Containerd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        Ok(RunningCtr { child })
+        Ok(RunningCtr::from(child))
     }
 
     /// The task service calls `ctr` has no command for (Update, Wait), in this containerd's
@@ -759,7 +760,7 @@ impl Containerd {
         let mut stdin = child.stdin.take().context("ctr's stdin")?;
         stdin.write_all(input)?;
         drop(stdin);
-        RunningCtr { child }.wait(Duration::from_secs(60))
+        RunningCtr::from(child).wait(Duration::from_secs(60))
     }
 
     /// Runs `ctr ARGS` in the background on a terminal of `cols` x `rows` ([`Terminal`]).
@@ -917,12 +918,17 @@ fn run_args<'a>(
 /// A `ctr run` in the background.
 pub struct RunningCtr {
     child: Child,
+    /// What [`RunningCtr::wait_for_stderr`] has read of ctr's stderr so far.
+    stderr_seen: String,
 }
 
 impl From<Child> for RunningCtr {
     /// Any command spawned with its stdout and stderr piped, waited for as a `ctr run`.
     fn from(child: Child) -> RunningCtr {
-        RunningCtr { child }
+        RunningCtr {
+            child,
+            stderr_seen: String::new(),
+        }
     }
 }
 
@@ -1134,18 +1140,54 @@ impl RunningCtr {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits until ctr's stderr (the task's, for `ctr run`) holds `needle`, for at most
+    /// `timeout`, without waiting for ctr to end.
+    pub fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let Some(stderr) = self.child.stderr.as_mut() else {
+            bail!("ctr's stderr is not piped");
+        };
+        let flags = nix::fcntl::fcntl(stderr.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(stderr.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while !self.stderr_seen.contains(needle) {
+            match stderr.read(&mut buf) {
+                Ok(0) => bail!(
+                    "ctr's stderr ended without {needle:?}: {}",
+                    self.stderr_seen
+                ),
+                Ok(n) => self
+                    .stderr_seen
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        bail!(
+                            "no {needle:?} on ctr's stderr in {timeout:?}: {}",
+                            self.stderr_seen
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Waits for ctr to end, for at most `timeout`; kills it past that.
     pub fn wait(mut self, timeout: Duration) -> Result<CtrOutput> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 let mut stdout = String::new();
-                let mut stderr = String::new();
+                let mut stderr = std::mem::take(&mut self.stderr_seen);
                 if let Some(mut s) = self.child.stdout.take() {
                     s.read_to_string(&mut stdout)?;
                 }
                 if let Some(mut s) = self.child.stderr.take() {
-                    s.read_to_string(&mut stderr)?;
+                    read_rest(&mut s, &mut stderr)?;
                 }
                 return Ok(CtrOutput {
                     status: status.code().unwrap_or(-1),
@@ -1161,6 +1203,23 @@ impl RunningCtr {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Reads what is left of `pipe` (blocking or not: ctr has ended) onto `out`.
+fn read_rest(pipe: &mut impl Read, out: &mut String) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.push_str(&String::from_utf8_lossy(&bytes));
+    Ok(())
 }
 
 impl Drop for RunningCtr {

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use kwasi_e2e::redis::Redis;
 use kwasi_e2e::spin::{
     archive_layer, data_layer, echo_wasm, hello_wasm, import, import_three_components, wasm_layer,
 };
@@ -71,17 +72,7 @@ impl Served {
 
     /// [`Served::stop`], handing back the containerd and what the task printed.
     fn stop_with_output(mut self) -> (Containerd, CtrOutput) {
-        let kill = self.c.ctr(&["task", "kill", &self.id]);
-        assert_eq!(kill.status, 0, "{kill:?}");
-        let out = self
-            .run
-            .take()
-            .unwrap()
-            .wait(Duration::from_secs(60))
-            .unwrap();
-        assert_eq!(out.status, 0, "{out:?}");
-        let left = self.c.wait_no_leftovers(&self.id);
-        assert!(left.is_empty(), "left behind: {left:#?}");
+        let out = stop(&self.c, self.run.take().unwrap(), &self.id);
         (self.c, out)
     }
 }
@@ -141,6 +132,7 @@ fn spin_toml_image_with(
             guests_dir().join("spin/outbound.wasm"),
             "/app/outbound.wasm",
         ),
+        file(guests_dir().join("redis.wasm"), "/app/redis.wasm"),
     ];
     for (path, text) in extra {
         let local = dir.join("extra").join(path);
@@ -471,6 +463,151 @@ fn component_files_come_from_data_archive_and_inline_content_of_a_spin_oci_image
     );
     assert_eq!(app.get("/files/small.txt"), (200, "small\n".to_string()));
     app.stop();
+}
+
+/// An app whose component `listener` is called with the messages of channel `messages` (a
+/// variable's default) on `redis`, and may reach the servers `allowed` lists.
+fn redis_toml(redis: &Redis, allowed: &str) -> String {
+    let url = redis.url();
+    format!(
+        r#"spin_manifest_version = 2
+
+[application]
+name = "listener"
+
+[application.trigger.redis]
+address = "{url}"
+
+[variables]
+channel = {{ default = "messages" }}
+
+[[trigger.redis]]
+channel = "{{{{ channel }}}}"
+component = "listener"
+
+[component.listener]
+source = "redis.wasm"
+environment = {{ REDIS_ADDRESS = "{url}" }}
+allowed_outbound_hosts = [{allowed}]
+"#
+    )
+}
+
+/// Runs the Redis app `image` and waits until it has subscribed to `messages`.
+fn start_subscribed(c: &Containerd, redis: &Redis, image: &str, id: &str) -> RunningCtr {
+    let run = c
+        .spawn_run(
+            Shim::SPIN.runtime,
+            &["--net-host"],
+            image,
+            id,
+            &["/app/spin.toml"],
+        )
+        .unwrap();
+    let mut run = run;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let subscribed = loop {
+        let subscribed = redis.wait_for(
+            &["PUBSUB", "NUMSUB", "messages"],
+            "messages\n1",
+            Duration::from_secs(1),
+        );
+        if subscribed.is_ok() || !run.is_running() || std::time::Instant::now() > deadline {
+            break subscribed;
+        }
+    };
+    if let Err(err) = subscribed {
+        let out = run.wait(Duration::from_secs(5));
+        panic!(
+            "the app did not subscribe: {err:#}; ctr: {out:?}\n{}",
+            c.log()
+        );
+    }
+    run
+}
+
+/// Stops task `id` and returns what it printed; checks that it exited 0 and left nothing.
+fn stop(c: &Containerd, run: RunningCtr, id: &str) -> CtrOutput {
+    let kill = c.ctr(&["task", "kill", id]);
+    assert_eq!(kill.status, 0, "{kill:?}");
+    let out = run.wait(Duration::from_secs(60)).unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    let left = c.wait_no_leftovers(id);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    out
+}
+
+#[test]
+fn a_redis_triggered_component_gets_each_message_and_writes_back_through_outbound_redis() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = redis_toml(&redis, &format!("\"{}\"", redis.url()));
+    let image = spin_toml_image(&c, "kwasi.test/spin-redis:v1", &toml);
+    let id = unique_id("spin-redis");
+    let run = start_subscribed(&c, &redis, &image, &id);
+    let wait = Duration::from_secs(30);
+
+    redis.cli(&["PUBLISH", "messages", "hello"]).unwrap();
+    redis
+        .wait_for(&["GET", "last-message"], "hello", wait)
+        .unwrap();
+    redis.cli(&["PUBLISH", "messages", "fail"]).unwrap();
+    redis.cli(&["PUBLISH", "messages", "again"]).unwrap();
+    redis
+        .wait_for(&["GET", "last-message"], "again", wait)
+        .unwrap();
+    assert_eq!(redis.cli(&["GET", "messages"]).unwrap(), "2");
+
+    let out = stop(&c, run, &id);
+    assert!(
+        out.stderr.contains(
+            "component listener: a message on channel messages: the component returned an error"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn outbound_redis_to_a_server_not_allowed_is_refused_and_the_log_says_what_to_allow() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = redis_toml(&redis, "");
+    let image = spin_toml_image(&c, "kwasi.test/spin-redis-refused:v1", &toml);
+    let id = unique_id("spin-redis");
+    let mut run = start_subscribed(&c, &redis, &image, &id);
+    redis.cli(&["PUBLISH", "messages", "hello"]).unwrap();
+    let hint = format!("add \"{}\" to its allowed_outbound_hosts", redis.url());
+    run.wait_for_stderr(&hint, Duration::from_secs(30)).unwrap();
+    stop(&c, run, &id);
+    assert_eq!(redis.cli(&["EXISTS", "last-message"]).unwrap(), "0");
+}
+
+#[test]
+fn a_redis_trigger_without_an_address_fails_create() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = redis_toml(&redis, "").replace(&format!("address = \"{}\"", redis.url()), "");
+    let image = spin_toml_image(&c, "kwasi.test/spin-redis-no-address:v1", &toml);
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "trigger listener-redis-trigger: has no address",
+    );
+}
+
+#[test]
+fn a_redis_trigger_whose_component_does_not_export_the_handler_fails_create() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = redis_toml(&redis, "").replace("source = \"redis.wasm\"", "source = \"echo.wasm\"");
+    let image = spin_toml_image(&c, "kwasi.test/spin-redis-no-export:v1", &toml);
+    assert_refused(
+        &c,
+        &image,
+        &["/app/spin.toml"],
+        "component listener: does not export fermyon:spin/inbound-redis",
+    );
 }
 
 const VARIABLES_TOML: &str = r#"spin_manifest_version = 2

@@ -34,6 +34,8 @@ pub mod task;
 pub mod testkit;
 pub mod workload;
 
+pub use signals::wait_for_termination;
+
 /// `prefix` followed by this process's id and the clock's nanoseconds: a file name that no
 /// other process, nor this one a moment before, picks in the same directory.
 fn unique_name(prefix: &str) -> String {

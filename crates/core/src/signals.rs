@@ -109,3 +109,30 @@ pub(crate) fn termination_as_event() -> std::io::Result<OwnedFd> {
     }
     Ok(fd)
 }
+
+/// Blocks until SIGTERM or SIGINT comes to this process: for a workload with no server of its
+/// own that runs until it is told to stop (an app whose triggers wait for messages).
+pub fn wait_for_termination() -> std::io::Result<()> {
+    let event = termination_as_event()?;
+    loop {
+        let mut poll = libc::pollfd {
+            fd: event.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, and an 8-byte buffer for the eventfd's counter.
+        unsafe {
+            if libc::poll(&mut poll, 1, -1) < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+                continue;
+            }
+            let mut count: u64 = 0;
+            if libc::read(event.as_raw_fd(), (&mut count as *mut u64).cast(), 8) == 8 {
+                return Ok(());
+            }
+        }
+    }
+}

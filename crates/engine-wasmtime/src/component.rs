@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kwasi_core::engine::{EngineError, Workload};
 use kwasi_core::http::{Admission, HttpConfig, RequestBody, Resources};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -181,31 +181,128 @@ pub(crate) fn serve(
 ) -> Result<i32, EngineError> {
     let config = HttpConfig::from_env(&workload.env, Resources::of_this_process())
         .map_err(|e| EngineError::Other(e.to_string()))?;
-    let handler = HttpService::prepare(engine, component, workload.env.clone(), ())?;
+    let linked = LinkedComponent::link(engine, component, workload.env.clone(), ())?;
+    let handler = HttpService::new(linked)?;
     kwasi_core::http::serve(&config, handler)
         .map(|shutdown| shutdown.exit_code())
         .map_err(|e| EngineError::Other(e.to_string()))
 }
 
-/// A `wasi:http/incoming-handler` component, linked and ready to answer requests, each in a
-/// fresh instance. It is the [`kwasi_core::http::Handler`] of a plain HTTP component, and the
-/// building block of applications that route requests to several components.
-pub struct HttpService<X: Extension = ()> {
-    pre: ProxyPre<Host<X::State>>,
+/// A component linked with WASI, `wasi:http` and an [`Extension`]'s interfaces, ready to be
+/// instantiated afresh for each call (an HTTP request, a message), each instance in a store of
+/// its own with the component's environment, stdio, limits and files.
+pub struct LinkedComponent<X: Extension = ()> {
+    pre: InstancePre<Host<X::State>>,
     env: Vec<(String, String)>,
     extension: X,
     max_memory: Option<usize>,
     files: Option<Arc<Path>>,
 }
 
-impl<X: Extension> Clone for HttpService<X> {
+impl<X: Extension> Clone for LinkedComponent<X> {
     fn clone(&self) -> Self {
-        HttpService {
+        LinkedComponent {
             pre: self.pre.clone(),
             env: self.env.clone(),
             extension: self.extension.clone(),
             max_memory: self.max_memory,
             files: self.files.clone(),
+        }
+    }
+}
+
+impl<X: Extension> LinkedComponent<X> {
+    /// Links `component` with WASI, `wasi:http` and `extension`'s interfaces; its instances
+    /// get `env`. The error names an import that is not provided.
+    pub fn new(
+        engine: &crate::WasmtimeEngine,
+        component: &crate::Compiled,
+        env: Vec<(String, String)>,
+        extension: X,
+    ) -> Result<LinkedComponent<X>, EngineError> {
+        let crate::Compiled::Component(component) = component else {
+            return Err(EngineError::Other(
+                "is a core module, not a component".to_string(),
+            ));
+        };
+        LinkedComponent::link(engine.engine_for_components()?, component, env, extension)
+    }
+
+    fn link(
+        engine: &wasmtime::Engine,
+        component: &Component,
+        env: Vec<(String, String)>,
+        extension: X,
+    ) -> Result<LinkedComponent<X>, EngineError> {
+        let mut linker = linker(engine, true)?;
+        X::add_to_linker(&mut linker)
+            .map_err(|e| EngineError::Other(format!("linking host interfaces: {e:#}")))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| {
+            EngineError::Other(format!("preparing the component: {}", one_line(&e)))
+        })?;
+        Ok(LinkedComponent {
+            pre,
+            env,
+            extension,
+            max_memory: None,
+            files: None,
+        })
+    }
+
+    /// Limits each linear memory of each instance to `bytes`: an instance that would grow
+    /// past it sees `memory.grow` fail (most guests then trap, and the call fails), and the
+    /// task goes on.
+    pub fn with_max_instance_memory(mut self, bytes: usize) -> LinkedComponent<X> {
+        self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Gives each instance directory `dir` as its `/`, read-only (Spin's component files).
+    pub fn with_files(mut self, dir: PathBuf) -> LinkedComponent<X> {
+        self.files = Some(dir.into());
+        self
+    }
+
+    /// The component, linked: what export bindings are made from.
+    pub fn instance_pre(&self) -> &InstancePre<Host<X::State>> {
+        &self.pre
+    }
+
+    /// A fresh store for one instance. Instances get the environment and stdio, not the
+    /// task's filesystem: opening the preopens for every call would cost more than the call.
+    /// Files given with [`LinkedComponent::with_files`] are one directory.
+    pub fn new_store(&self) -> Result<Store<Host<X::State>>, String> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr().envs(&self.env);
+        if let Some(dir) = &self.files {
+            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly)
+                .map_err(|e| format!("opening the component's files {}: {e}", dir.display()))?;
+        }
+        let mut store = Store::new(
+            self.pre.engine(),
+            Host::new(wasi.build(), self.extension.new_state(), X::http_hooks),
+        );
+        if let Some(bytes) = self.max_memory {
+            store.data_mut().limits = StoreLimitsBuilder::new().memory_size(bytes).build();
+            store.limiter(|host| &mut host.limits);
+        }
+        Ok(store)
+    }
+}
+
+/// A `wasi:http/incoming-handler` component, linked and ready to answer requests, each in a
+/// fresh instance. It is the [`kwasi_core::http::Handler`] of a plain HTTP component, and the
+/// building block of applications that route requests to several components.
+pub struct HttpService<X: Extension = ()> {
+    linked: LinkedComponent<X>,
+    proxy: ProxyPre<Host<X::State>>,
+}
+
+impl<X: Extension> Clone for HttpService<X> {
+    fn clone(&self) -> Self {
+        HttpService {
+            linked: self.linked.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 }
@@ -217,59 +314,12 @@ pub type ResponseBody = HyperOutgoingBody;
 pub type ResponseBodyError = wasmtime_wasi_http::Error;
 
 impl<X: Extension> HttpService<X> {
-    /// Links `component` with WASI, `wasi:http` and `extension`'s interfaces, and checks that
-    /// it exports `wasi:http/incoming-handler`. The error names an import that is not
-    /// provided.
-    pub fn new(
-        engine: &crate::WasmtimeEngine,
-        component: &crate::Compiled,
-        env: Vec<(String, String)>,
-        extension: X,
-    ) -> Result<HttpService<X>, EngineError> {
-        let crate::Compiled::Component(component) = component else {
-            return Err(EngineError::Other(
-                "is a core module, not a wasi:http component".to_string(),
-            ));
-        };
-        HttpService::prepare(engine.engine_for_components()?, component, env, extension)
-    }
-
-    fn prepare(
-        engine: &wasmtime::Engine,
-        component: &Component,
-        env: Vec<(String, String)>,
-        extension: X,
-    ) -> Result<HttpService<X>, EngineError> {
-        let mut linker = linker(engine, true)?;
-        X::add_to_linker(&mut linker)
-            .map_err(|e| EngineError::Other(format!("linking host interfaces: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(component)
-            .and_then(ProxyPre::new)
-            .map_err(|e| {
-                EngineError::Other(format!("preparing the component: {}", one_line(&e)))
-            })?;
-        Ok(HttpService {
-            pre,
-            env,
-            extension,
-            max_memory: None,
-            files: None,
-        })
-    }
-
-    /// Limits each linear memory of each instance to `bytes`: a request whose instance would
-    /// grow past it sees `memory.grow` fail (most guests then trap, and the request gets a
-    /// 500), and the server goes on.
-    pub fn with_max_instance_memory(mut self, bytes: usize) -> HttpService<X> {
-        self.max_memory = Some(bytes);
-        self
-    }
-
-    /// Gives each instance directory `dir` as its `/`, read-only (Spin's component files).
-    pub fn with_files(mut self, dir: PathBuf) -> HttpService<X> {
-        self.files = Some(dir.into());
-        self
+    /// The service of `linked`, which must export `wasi:http/incoming-handler`.
+    pub fn new(linked: LinkedComponent<X>) -> Result<HttpService<X>, EngineError> {
+        let proxy = ProxyPre::new(linked.pre.clone()).map_err(|e| {
+            EngineError::Other(format!("preparing the component: {}", one_line(&e)))
+        })?;
+        Ok(HttpService { linked, proxy })
     }
 }
 
@@ -293,24 +343,7 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
         request: hyper::Request<RequestBody>,
         admission: Admission,
     ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        // Services get the environment and stdio, not the task's filesystem: the
-        // wasi:http/proxy world has none, and opening the preopens for every request would
-        // cost more than the request. Files given with `with_files` are one directory.
-        let mut wasi = WasiCtx::builder();
-        wasi.inherit_stdout().inherit_stderr().envs(&self.env);
-        if let Some(dir) = &self.files {
-            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly)
-                .map_err(|e| format!("opening the component's files {}: {e}", dir.display()))?;
-        }
-        let wasi = wasi.build();
-        let mut store = Store::new(
-            self.pre.engine(),
-            Host::new(wasi, self.extension.new_state(), X::http_hooks),
-        );
-        if let Some(bytes) = self.max_memory {
-            store.data_mut().limits = StoreLimitsBuilder::new().memory_size(bytes).build();
-            store.limiter(|host| &mut host.limits);
-        }
+        let mut store = self.linked.new_store()?;
         let request = request.map(|body| {
             http_body_util::BodyExt::map_err(body, |err| match err {
                 kwasi_core::http::BodyError::TooLarge { limit } => {
@@ -328,7 +361,7 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
         };
         let request = request.map_err(|e| format!("bad request: {}", one_line(&e)))?;
         let response_out = response_out.map_err(|e| one_line(&e))?;
-        let pre = self.pre.clone();
+        let pre = self.proxy.clone();
         // The instance runs in a task of its own: it may go on writing the body after the
         // response's head has gone out. It keeps the admission until its store is dropped.
         let guest = tokio::spawn(async move {

@@ -86,6 +86,19 @@ pub struct HttpTrigger {
     pub component: String,
 }
 
+/// A Redis trigger: a channel on a server, and the component called with its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTrigger {
+    /// The trigger's id.
+    pub id: String,
+    /// The server's address (`redis://host:port`), as written: it may refer to variables.
+    pub address: String,
+    /// The channel, as written.
+    pub channel: String,
+    /// The component it calls.
+    pub component: String,
+}
+
 /// An application resolved: its components' wasm and its HTTP triggers.
 #[derive(Debug)]
 pub struct ResolvedApp {
@@ -95,6 +108,8 @@ pub struct ResolvedApp {
     pub components: Vec<ComponentSource>,
     /// Its HTTP triggers.
     pub http: Vec<HttpTrigger>,
+    /// Its Redis triggers.
+    pub redis: Vec<RedisTrigger>,
     /// Its variables.
     pub variables: std::collections::BTreeMap<String, crate::locked::Variable>,
 }
@@ -155,26 +170,29 @@ pub fn resolve(app: &LockedApp, layers: &[WasmLayer]) -> Result<ResolvedApp, App
         components.push(component_source(component, &layers, &archived)?);
     }
     let mut http = Vec::new();
+    let mut redis = Vec::new();
     for trigger in &app.triggers {
         match trigger.trigger_type.as_str() {
             "http" => http.push(http_trigger(&trigger.id, &trigger.trigger_config, app)?),
+            "redis" => redis.push(redis_trigger(&trigger.id, &trigger.trigger_config, app)?),
             other => {
                 return Err(AppError::Unsupported(format!(
-                    "trigger {}: kwasi does not run {other} triggers yet (it runs http)",
+                    "trigger {}: kwasi does not run {other} triggers yet (it runs http and redis)",
                     trigger.id
                 )))
             }
         }
     }
-    if http.is_empty() {
+    if http.is_empty() && redis.is_empty() {
         return Err(AppError::Unsupported(
-            "the app has no HTTP trigger: nothing would ever run".into(),
+            "the app has no HTTP or Redis trigger: nothing would ever run".into(),
         ));
     }
     Ok(ResolvedApp {
         name: app.name().unwrap_or("spin-app").to_string(),
         components,
         http,
+        redis,
         variables: app.variables.clone(),
     })
 }
@@ -353,6 +371,38 @@ pub fn source_bytes(
     }
 }
 
+fn redis_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<RedisTrigger, AppError> {
+    let unsupported = |what: String| AppError::Unsupported(format!("trigger {id}: {what}"));
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_string);
+    let component =
+        text(config.get("component")).ok_or_else(|| unsupported("names no component".into()))?;
+    if !app.components.iter().any(|c| c.id == component) {
+        return Err(unsupported(format!(
+            "names component {component:?}, which the app does not have"
+        )));
+    }
+    let channel =
+        text(config.get("channel")).ok_or_else(|| unsupported("has no channel".into()))?;
+    let app_address = app
+        .metadata
+        .get("triggers")
+        .and_then(|t| t.get("redis"))
+        .and_then(|r| r.get("address"));
+    let address = text(config.get("address"))
+        .or_else(|| text(app_address))
+        .ok_or_else(|| {
+            unsupported(
+                "has no address: give it one, or the app one in [application.trigger.redis]".into(),
+            )
+        })?;
+    Ok(RedisTrigger {
+        id: id.to_string(),
+        address,
+        channel,
+        component,
+    })
+}
+
 fn http_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<HttpTrigger, AppError> {
     let unsupported = |what: String| AppError::Unsupported(format!("trigger {id}: {what}"));
     let component = config
@@ -515,6 +565,31 @@ mod tests {
             err.to_string()
                 .contains("outside the component's filesystem"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_redis_trigger_takes_the_apps_address_unless_it_has_its_own() {
+        let locked = LOCKED
+            .replace(
+                r#""metadata":{"name":"hi"}"#,
+                r#""metadata":{"name":"hi","triggers":{"redis":{"address":"redis://app:6379"}}}"#,
+            )
+            .replace(
+                r#""triggers":["#,
+                r#""triggers":[{"id":"r1","trigger_type":"redis","trigger_config":{"component":"c","channel":"a"}},
+                    {"id":"r2","trigger_type":"redis","trigger_config":{"component":"c","channel":"b","address":"redis://own:6379"}},"#,
+            );
+        let layers = image(&locked);
+        let app = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap();
+        let addresses: Vec<(&str, &str)> = app
+            .redis
+            .iter()
+            .map(|t| (t.channel.as_str(), t.address.as_str()))
+            .collect();
+        assert_eq!(
+            addresses,
+            [("a", "redis://app:6379"), ("b", "redis://own:6379")]
         );
     }
 

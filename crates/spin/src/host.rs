@@ -63,7 +63,9 @@ pub struct SpinState {
     pub(crate) variables: Arc<Variables>,
     pub(crate) key_value: Arc<KeyValue>,
     pub(crate) table: ResourceTable,
-    outbound: Outbound,
+    pub(crate) outbound: Outbound,
+    /// Its open Redis connections.
+    pub(crate) connections: usize,
 }
 
 impl SpinState {
@@ -106,9 +108,17 @@ impl Extension for SpinHost {
             linker,
             |host| host.state(),
         )?;
-        bindings::fermyon::spin::key_value::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
-            host.state()
-        })
+        bindings::fermyon::spin::key_value::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
+        crate::redis::bindings::outbound::fermyon::spin2_0_0::redis::add_to_linker::<
+            _,
+            HasSelf<SpinState>,
+        >(linker, |host| host.state())?;
+        // The types of the Redis trigger's export, which its components import.
+        linker.instance("fermyon:spin/redis-types")?;
+        Ok(())
     }
 
     fn new_state(&self) -> SpinState {
@@ -117,6 +127,7 @@ impl Extension for SpinHost {
             key_value: Arc::clone(&self.key_value),
             table: ResourceTable::new(),
             outbound: self.outbound.clone(),
+            connections: 0,
         }
     }
 

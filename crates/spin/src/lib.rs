@@ -1,7 +1,7 @@
 //! # kwasi-spin
 //!
-//! Spin applications on kwasi, as SpinKube users push them: several components behind an
-//! HTTP trigger, from Spin's OCI layout (a locked app and a layer per component) or from a
+//! Spin applications on kwasi, as SpinKube users push them: several components behind HTTP
+//! and Redis triggers, from Spin's OCI layout (a locked app and a layer per component) or from a
 //! `spin.toml` in the container's filesystem. [`SpinEngine`] wraps the wasmtime engine: a
 //! plain module or component runs as under the wasmtime shim, an application is routed.
 //!
@@ -12,7 +12,8 @@
 //!    (through the compile cache) and linked, so that a missing import fails `create`, and
 //!    its files are laid out ([`files::lay_out`]);
 //!
-//! and at `start` ([`Engine::run`]), the HTTP trigger serves ([`trigger::HttpTrigger`]).
+//! and at `start` ([`Engine::run`]), the HTTP trigger serves ([`trigger::HttpTrigger`]) and the
+//! Redis trigger subscribes ([`redis::RedisTrigger`]).
 
 pub mod app;
 pub mod files;
@@ -22,6 +23,7 @@ pub mod locked;
 pub mod manifest;
 pub mod oci;
 pub mod outbound;
+pub mod redis;
 pub mod routes;
 pub mod runtime_config;
 pub mod trigger;
@@ -32,12 +34,13 @@ use std::marker::PhantomData;
 use std::path::Path;
 
 use kwasi_core::engine::{AppSource, Engine, EngineError, Scratch, WasmBytes, Workload};
-use kwasi_engine_wasmtime::{Compiled, HttpService, WasmtimeEngine};
+use kwasi_engine_wasmtime::{Compiled, HttpService, LinkedComponent, WasmtimeEngine};
 
 use app::{locked_app_of, resolve};
 use host::SpinHost;
 use key_value::KeyValue;
 use outbound::{AllowedHosts, Outbound};
+use redis::{RedisHandler, RedisTrigger};
 use routes::Router;
 use variables::Variables;
 
@@ -97,11 +100,13 @@ pub enum SpinModule {
     App(LoadedApp),
 }
 
-/// An application ready to serve: its routes, each to a linked component.
+/// An application ready to run: its routes, each to a linked component, and its Redis
+/// subscriptions.
 pub struct LoadedApp {
     name: String,
-    router: Router<HttpService<SpinHost>>,
+    router: Option<Router<HttpService<SpinHost>>>,
     config: kwasi_core::http::HttpConfig,
+    redis: RedisTrigger,
 }
 
 impl<N: ShimName> Engine for SpinEngine<N> {
@@ -131,10 +136,30 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             SpinModule::Plain(compiled) => self.wasmtime.run(compiled, workload),
             SpinModule::App(app) => {
                 eprintln!("spin app {}: serving", app.name);
-                let trigger = trigger::HttpTrigger::new(app.router);
-                kwasi_core::http::serve(&app.config, trigger)
-                    .map(|shutdown| shutdown.exit_code())
-                    .map_err(|e| EngineError::Other(e.to_string()))
+                let redis = match app.redis.is_empty() {
+                    true => None,
+                    false => Some(app.redis.start().map_err(EngineError::Other)?),
+                };
+                let code = match app.router {
+                    Some(router) => {
+                        kwasi_core::http::serve(&app.config, trigger::HttpTrigger::new(router))
+                            .map(|shutdown| shutdown.exit_code())
+                            .map_err(|e| EngineError::Other(e.to_string()))?
+                    }
+                    None => {
+                        kwasi_core::wait_for_termination()
+                            .map_err(|e| EngineError::Other(format!("waiting for SIGTERM: {e}")))?;
+                        0
+                    }
+                };
+                // A Redis connection that ended stops the app, as in Spin.
+                match redis {
+                    Some(thread) if thread.is_finished() => match thread.join() {
+                        Ok(Err(ended)) => Err(EngineError::Other(ended)),
+                        _ => Ok(code),
+                    },
+                    _ => Ok(code),
+                }
             }
         }
     }
@@ -202,61 +227,98 @@ impl<N: ShimName> Engine for SpinEngine<N> {
         )
         .map_err(|e| other(e.to_string()))?;
         let mut services = BTreeMap::new();
+        let mut redis = RedisTrigger::default();
         for component in &resolved.components {
-            if !resolved.http.iter().any(|t| t.component == component.id) {
+            let serves_http = resolved.http.iter().any(|t| t.component == component.id);
+            let subscriptions: Vec<&app::RedisTrigger> = resolved
+                .redis
+                .iter()
+                .filter(|t| t.component == component.id)
+                .collect();
+            if !serves_http && subscriptions.is_empty() {
                 continue;
             }
-            let variables =
-                Variables::resolve(&resolved.variables, &component.config, &workload.env)
-                    .map_err(|e| other(format!("component {}: {e}", component.id)))?;
-            let key_value = KeyValue::for_component(&component.key_value_stores, &stores)
-                .map_err(|e| other(format!("component {}: {e}", component.id)))?;
-            let outbound = component
-                .allowed_outbound_hosts
-                .iter()
-                .map(|host| variables::expand_app(&resolved.variables, host, &workload.env))
-                .collect::<Result<Vec<_>, _>>()
-                .and_then(|hosts| AllowedHosts::parse(&hosts))
-                .map(|hosts| Outbound::new(component.id.as_str().into(), hosts.into(), config.addr))
-                .map_err(|e| other(format!("component {}: {e}", component.id)))?;
-            let service = match compile(&component.wasm) {
-                Ok(SpinModule::Plain(compiled)) => HttpService::new(
-                    &self.wasmtime,
-                    &compiled,
-                    component.env.clone(),
-                    SpinHost::new(variables, key_value, outbound),
-                ),
+            let in_component = |e: String| other(format!("component {}: {e}", component.id));
+            let host = self
+                .host_of(component, &resolved, &workload.env, &stores, config.addr)
+                .map_err(in_component)?;
+            let linked = match compile(&component.wasm) {
+                Ok(SpinModule::Plain(compiled)) => {
+                    LinkedComponent::new(&self.wasmtime, &compiled, component.env.clone(), host)
+                }
                 Ok(SpinModule::App(_)) => Err(other("is an application".into())),
                 Err(err) => Err(err),
             }
-            .map_err(|e| other(format!("component {}: {e}", component.id)))?;
-            let service = match max_memory {
-                Some(bytes) => service.with_max_instance_memory(bytes),
-                None => service,
+            .map_err(|e| in_component(e.to_string()))?;
+            let linked = match max_memory {
+                Some(bytes) => linked.with_max_instance_memory(bytes),
+                None => linked,
             };
-            let service = if component.files.is_empty() {
-                service
+            let linked = if component.files.is_empty() {
+                linked
             } else {
-                let dir = files::lay_out(
-                    Path::new(files::FILES_ROOT),
-                    &component.id,
-                    &component.files,
-                )
-                .map_err(|e| other(format!("component {}: {e}", component.id)))?;
-                service.with_files(dir)
+                let root = Path::new(files::FILES_ROOT);
+                files::lay_out(root, &component.id, &component.files)
+                    .map(|dir| linked.with_files(dir))
+                    .map_err(in_component)?
             };
-            services.insert(component.id.clone(), service);
+            if !subscriptions.is_empty() {
+                let handler =
+                    RedisHandler::new(&component.id, linked.clone()).map_err(in_component)?;
+                for t in subscriptions {
+                    let expand = |what: &str, template: &str| {
+                        variables::expand_app(&resolved.variables, template, &workload.env)
+                            .map_err(|e| other(format!("trigger {}: {what} {e}", t.id)))
+                    };
+                    let address = expand("address", &t.address)?;
+                    let channel = expand("channel", &t.channel)?;
+                    redis.subscribe(address, channel, handler.clone());
+                }
+            }
+            if serves_http {
+                let service = HttpService::new(linked).map_err(|e| in_component(e.to_string()))?;
+                services.insert(component.id.clone(), service);
+            }
         }
-        let router = routes.try_map(|component| {
-            services
-                .get(component)
-                .cloned()
-                .ok_or_else(|| other(format!("component {component} was not loaded")))
-        })?;
+        let router = if resolved.http.is_empty() {
+            None
+        } else {
+            Some(routes.try_map(|component| {
+                services
+                    .get(component)
+                    .cloned()
+                    .ok_or_else(|| other(format!("component {component} was not loaded")))
+            })?)
+        };
         Ok(SpinModule::App(LoadedApp {
             name: resolved.name,
             router,
             config,
+            redis,
         }))
+    }
+}
+
+impl<N: ShimName> SpinEngine<N> {
+    /// The host interfaces of `component`: its variables, key-value stores and allowed
+    /// outbound hosts, resolved against the app's variables and the task's environment.
+    fn host_of(
+        &self,
+        component: &app::ComponentSource,
+        app: &app::ResolvedApp,
+        env: &[(String, String)],
+        stores: &BTreeMap<String, std::path::PathBuf>,
+        listen: std::net::SocketAddr,
+    ) -> Result<SpinHost, String> {
+        let variables = Variables::resolve(&app.variables, &component.config, env)?;
+        let key_value = KeyValue::for_component(&component.key_value_stores, stores)?;
+        let hosts = component
+            .allowed_outbound_hosts
+            .iter()
+            .map(|host| variables::expand_app(&app.variables, host, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let allowed = AllowedHosts::parse(&hosts)?;
+        let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen);
+        Ok(SpinHost::new(variables, key_value, outbound))
     }
 }

@@ -272,10 +272,24 @@ impl Outbound {
             }
             return Ok(());
         }
-        if self.allowed.allows(&scheme, host, uri.port_u16()) {
+        self.check(&scheme, host, uri.port_u16())
+    }
+
+    /// The component whose requests these hooks filter.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// Whether the component may reach `scheme://host[:port]`; the error says what to add to
+    /// its `allowed_outbound_hosts`.
+    pub fn check(&self, scheme: &str, host: &str, port: Option<u16>) -> Result<(), String> {
+        if self.allowed.allows(scheme, host, port) {
             return Ok(());
         }
-        let authority = uri.authority().map_or(host, |a| a.as_str());
+        let authority = match port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
         Err(format!(
             "to {scheme}://{authority}; add \"{scheme}://{authority}\" to its allowed_outbound_hosts to allow it"
         ))

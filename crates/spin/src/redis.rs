@@ -1,0 +1,414 @@
+//! Redis, as Spin gives it to components:
+//! - outbound, through `fermyon:spin/redis@2.0.0`: a component opens a connection to a server
+//!   its `allowed_outbound_hosts` allows (`redis://host:port`) and sends commands on it;
+//! - the Redis trigger, `[[trigger.redis]]`: a component that exports
+//!   `fermyon:spin/inbound-redis` is called, in a fresh instance, with each message published
+//!   on its channel. The server is the trigger's `address`, or the app's
+//!   `[application.trigger.redis] address`; both may refer to variables.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+
+use futures_util::StreamExt;
+use kwasi_engine_wasmtime::{Host, LinkedComponent};
+use wasmtime::component::Resource;
+
+use crate::host::{SpinHost, SpinState};
+
+/// The bindings of the interfaces in `crates/spin/redis-wit`.
+pub(crate) mod bindings {
+    /// `fermyon:spin/redis@2.0.0`, which components import.
+    pub mod outbound {
+        wasmtime::component::bindgen!({
+            path: "redis-wit",
+            world: "kwasi:spin-redis/outbound",
+            imports: { default: async },
+            with: {
+                "fermyon:spin/redis.connection": crate::redis::Connection,
+            },
+        });
+    }
+
+    /// `fermyon:spin/inbound-redis`, which a Redis trigger's components export.
+    pub mod trigger {
+        wasmtime::component::bindgen!({
+            path: "redis-wit",
+            world: "kwasi:spin-redis/trigger",
+            exports: { default: async },
+        });
+    }
+}
+
+use bindings::outbound::fermyon::spin2_0_0::redis::{
+    self as wit, Error, HostConnection, Payload, RedisParameter, RedisResult,
+};
+
+/// An open connection of an instance.
+pub struct Connection {
+    connection: redis::aio::MultiplexedConnection,
+}
+
+/// The most connections one instance may have open at once.
+const MAX_CONNECTIONS: usize = 16;
+
+impl SpinState {
+    fn connection(&mut self, c: &Resource<Connection>) -> Result<&mut Connection, Error> {
+        self.table
+            .get_mut(c)
+            .map_err(|e| Error::Other(format!("no such connection: {e}")))
+    }
+
+    /// Sends `command` on connection `c` and reads its answer as `T`.
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        c: &Resource<Connection>,
+        command: &redis::Cmd,
+    ) -> Result<T, Error> {
+        let connection = &mut self.connection(c)?.connection;
+        command.query_async(connection).await.map_err(|e| {
+            if e.kind() == redis::ErrorKind::UnexpectedReturnType {
+                Error::TypeError
+            } else {
+                Error::Other(e.to_string())
+            }
+        })
+    }
+}
+
+impl wit::Host for SpinState {}
+
+impl HostConnection for SpinState {
+    async fn open(&mut self, address: String) -> Result<Resource<Connection>, Error> {
+        let Ok(url) = url::Url::parse(&address) else {
+            return Err(Error::InvalidAddress);
+        };
+        let host = url.host_str().unwrap_or("");
+        if let Err(refused) = self.outbound.check(url.scheme(), host, url.port()) {
+            eprintln!(
+                "component {}: outbound connection refused {refused}",
+                self.outbound.component()
+            );
+            return Err(Error::InvalidAddress);
+        }
+        if self.connections >= MAX_CONNECTIONS {
+            return Err(Error::TooManyConnections);
+        }
+        let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+        let connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
+        let resource = self
+            .table
+            .push(Connection { connection })
+            .map_err(|e| Error::Other(e.to_string()))?;
+        self.connections += 1;
+        Ok(resource)
+    }
+
+    async fn publish(
+        &mut self,
+        c: Resource<Connection>,
+        channel: String,
+        payload: Payload,
+    ) -> Result<(), Error> {
+        self.query::<i64>(&c, redis::cmd("PUBLISH").arg(channel).arg(payload))
+            .await
+            .map(drop)
+    }
+
+    async fn get(
+        &mut self,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Option<Payload>, Error> {
+        self.query(&c, redis::cmd("GET").arg(key)).await
+    }
+
+    async fn set(
+        &mut self,
+        c: Resource<Connection>,
+        key: String,
+        value: Payload,
+    ) -> Result<(), Error> {
+        self.query::<()>(&c, redis::cmd("SET").arg(key).arg(value))
+            .await
+    }
+
+    async fn incr(&mut self, c: Resource<Connection>, key: String) -> Result<i64, Error> {
+        self.query(&c, redis::cmd("INCR").arg(key)).await
+    }
+
+    async fn del(&mut self, c: Resource<Connection>, keys: Vec<String>) -> Result<u32, Error> {
+        self.query(&c, redis::cmd("DEL").arg(keys)).await
+    }
+
+    async fn sadd(
+        &mut self,
+        c: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<u32, Error> {
+        self.query(&c, redis::cmd("SADD").arg(key).arg(values))
+            .await
+    }
+
+    async fn smembers(
+        &mut self,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Vec<String>, Error> {
+        self.query(&c, redis::cmd("SMEMBERS").arg(key)).await
+    }
+
+    async fn srem(
+        &mut self,
+        c: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<u32, Error> {
+        self.query(&c, redis::cmd("SREM").arg(key).arg(values))
+            .await
+    }
+
+    async fn execute(
+        &mut self,
+        c: Resource<Connection>,
+        command: String,
+        arguments: Vec<RedisParameter>,
+    ) -> Result<Vec<RedisResult>, Error> {
+        let mut cmd = redis::cmd(&command);
+        for argument in arguments {
+            match argument {
+                RedisParameter::Int64(n) => cmd.arg(n),
+                RedisParameter::Binary(bytes) => cmd.arg(bytes),
+            };
+        }
+        let value: redis::Value = self.query(&c, &cmd).await?;
+        let mut results = Vec::new();
+        flatten(value, &mut results);
+        Ok(results)
+    }
+
+    async fn drop(&mut self, c: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        self.connections = self.connections.saturating_sub(1);
+        Ok(())
+    }
+}
+
+/// `value` as the results `execute` gives: an array's elements one after the other.
+fn flatten(value: redis::Value, out: &mut Vec<RedisResult>) {
+    use redis::Value;
+    match value {
+        Value::Nil => out.push(RedisResult::Nil),
+        Value::Int(n) => out.push(RedisResult::Int64(n)),
+        Value::BulkString(bytes) => out.push(RedisResult::Binary(bytes)),
+        Value::SimpleString(s) => out.push(RedisResult::Status(s)),
+        Value::Okay => out.push(RedisResult::Status("OK".into())),
+        Value::Boolean(b) => out.push(RedisResult::Int64(i64::from(b))),
+        Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
+        Value::Array(values) | Value::Set(values) => {
+            values.into_iter().for_each(|v| flatten(v, out))
+        }
+        Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| {
+            flatten(k, out);
+            flatten(v, out)
+        }),
+        Value::VerbatimString { text, .. } => out.push(RedisResult::Binary(text.into_bytes())),
+        other => out.push(RedisResult::Binary(format!("{other:?}").into_bytes())),
+    }
+}
+
+/// A component of the Redis trigger, ready to be called with messages.
+#[derive(Clone)]
+pub struct RedisHandler {
+    component: String,
+    linked: LinkedComponent<SpinHost>,
+    pre: bindings::trigger::TriggerPre<Host<SpinState>>,
+}
+
+impl RedisHandler {
+    /// The handler of `linked`, component `component`, which must export
+    /// `fermyon:spin/inbound-redis`.
+    pub fn new(component: &str, linked: LinkedComponent<SpinHost>) -> Result<RedisHandler, String> {
+        let pre =
+            bindings::trigger::TriggerPre::new(linked.instance_pre().clone()).map_err(|e| {
+                format!(
+                    "does not export fermyon:spin/inbound-redis, which a Redis trigger calls: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                )
+            })?;
+        Ok(RedisHandler {
+            component: component.to_string(),
+            linked,
+            pre,
+        })
+    }
+
+    /// Calls the component, in a fresh instance, with `message`.
+    async fn handle(&self, message: Vec<u8>) -> Result<(), String> {
+        let mut store = self.linked.new_store()?;
+        let trigger = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("instantiating: {e:#}"))?;
+        match trigger
+            .fermyon_spin_inbound_redis()
+            .call_handle_message(&mut store, &message)
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the component returned an error".into()),
+            Err(trap) => Err(format!("{trap:#}")),
+        }
+    }
+}
+
+/// An app's Redis trigger: for each server, its channels and the components each calls.
+#[derive(Default)]
+pub struct RedisTrigger {
+    servers: BTreeMap<String, BTreeMap<String, Vec<RedisHandler>>>,
+}
+
+impl RedisTrigger {
+    /// Calls `handler` with the messages of `channel` on the server at `address`.
+    pub fn subscribe(&mut self, address: String, channel: String, handler: RedisHandler) {
+        self.servers
+            .entry(address)
+            .or_default()
+            .entry(channel)
+            .or_default()
+            .push(handler);
+    }
+
+    /// Whether it has no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Subscribes on every server, in a thread of its own, and returns once all
+    /// subscriptions are made (or one failed); the thread then calls the components with each
+    /// message until a connection ends, and its result says why.
+    pub fn start(self) -> Result<std::thread::JoinHandle<Result<(), String>>, String> {
+        let (ready, subscribed) = mpsc::channel::<Result<(), String>>();
+        let thread = std::thread::Builder::new()
+            .name("redis-trigger".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let e = format!("redis trigger: starting its runtime: {e}");
+                        let _ = ready.send(Err(e.clone()));
+                        return Err(e);
+                    }
+                };
+                runtime.block_on(self.run(ready))
+            })
+            .map_err(|e| format!("redis trigger: starting its thread: {e}"))?;
+        match subscribed.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => "redis trigger: its thread ended before subscribing".into(),
+            }),
+        }
+    }
+
+    async fn run(self, ready: mpsc::Sender<Result<(), String>>) -> Result<(), String> {
+        let mut streams = Vec::new();
+        for (address, channels) in self.servers {
+            let subscribed = subscribe(&address, channels.keys()).await;
+            match subscribed {
+                Ok(pubsub) => streams.push((address, channels, pubsub)),
+                Err(e) => {
+                    let _ = ready.send(Err(e.clone()));
+                    return Err(e);
+                }
+            }
+        }
+        for (address, channels, _) in &streams {
+            for (channel, handlers) in channels {
+                let ids: Vec<&str> = handlers.iter().map(|h| h.component.as_str()).collect();
+                eprintln!(
+                    "redis trigger: {address} channel {channel}: {}",
+                    ids.join(", ")
+                );
+            }
+        }
+        let _ = ready.send(Ok(()));
+        let listeners = streams.into_iter().map(|(address, channels, pubsub)| {
+            tokio::spawn(async move {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let channel = message.get_channel_name().to_string();
+                    let Some(handlers) = channels.get(&channel) else {
+                        continue;
+                    };
+                    for handler in handlers.iter().cloned() {
+                        let payload = message.get_payload_bytes().to_vec();
+                        let channel = channel.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = handler.handle(payload).await {
+                                eprintln!(
+                                    "component {}: a message on channel {channel}: {e}",
+                                    handler.component
+                                );
+                            }
+                        });
+                    }
+                }
+                format!("redis trigger: the connection to {address} ended")
+            })
+        });
+        let (ended, _, _) = futures_util::future::select_all(listeners).await;
+        // Wakes the app's main thread, which waits for SIGTERM, to stop the app.
+        // SAFETY: sending a signal to this process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        Err(ended.unwrap_or_else(|e| format!("redis trigger: {e}")))
+    }
+}
+
+/// A connection to `address` subscribed to `channels`.
+async fn subscribe<'a>(
+    address: &str,
+    channels: impl Iterator<Item = &'a String>,
+) -> Result<redis::aio::PubSub, String> {
+    let fail = |e: redis::RedisError| format!("redis trigger: {address}: {e}");
+    let client = redis::Client::open(address).map_err(fail)?;
+    let mut pubsub = client.get_async_pubsub().await.map_err(fail)?;
+    for channel in channels {
+        pubsub.subscribe(channel).await.map_err(fail)?;
+    }
+    Ok(pubsub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execute_results_flatten_arrays_and_keep_scalars() {
+        let value = redis::Value::Array(vec![
+            redis::Value::Int(3),
+            redis::Value::Nil,
+            redis::Value::Array(vec![redis::Value::BulkString(b"x".to_vec())]),
+            redis::Value::Okay,
+        ]);
+        let mut out = Vec::new();
+        flatten(value, &mut out);
+        let expected = [
+            RedisResult::Int64(3),
+            RedisResult::Nil,
+            RedisResult::Binary(b"x".to_vec()),
+            RedisResult::Status("OK".into()),
+        ];
+        assert_eq!(format!("{out:?}"), format!("{expected:?}"));
+    }
+}
