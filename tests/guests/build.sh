@@ -4,8 +4,9 @@
 # wasm-tools and wit-bindgen (`cargo install wasm-tools wit-bindgen-cli`).
 #   probe.wasm            WASI preview 1 command (probe.c)
 #   probe.component.wasm  the same program as a wasi:cli/run component (preview 1 adapter)
-#   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen), with
-#                         wasi:filesystem from the reactor adapter for its /files/ routes
+#   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen)
+#   files.wasm            the same with its /files/ routes (-DKWASI_FILES), and wasi:filesystem
+#                         from the reactor adapter
 #   redis.wasm            Redis-triggered Spin component (redis.c; WIT: crates/spin/redis-wit)
 set -eu
 cd "$(dirname "$0")"
@@ -16,6 +17,7 @@ clang --target=wasm32-wasi --sysroot=/usr -O2 -Wl,--strip-all -o probe.wasm prob
 
 # The preview 1 adapters of the wasmtime release the shims are built with.
 cargo run -q -p kwasi-e2e --bin preview1-adapter -- command > "$tmp/command.wasm"
+cargo run -q -p kwasi-e2e --bin preview1-adapter -- proxy > "$tmp/proxy.wasm"
 cargo run -q -p kwasi-e2e --bin preview1-adapter -- reactor > "$tmp/reactor.wasm"
 wasm-tools component new probe.wasm --adapt "wasi_snapshot_preview1=$tmp/command.wasm" \
     -o probe.component.wasm
@@ -27,8 +29,12 @@ wit-bindgen c --world wasi:http/proxy "$(dirname "$manifest")/wit" --out-dir "$t
 # Keep custom sections (-Wl,--strip-debug, not --strip-all): they carry the component type.
 clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
     -o "$tmp/http.core.wasm" http.c "$tmp/proxy.c" "$tmp/proxy_component_type.o"
-wasm-tools component new "$tmp/http.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
+wasm-tools component new "$tmp/http.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/proxy.wasm" \
     -o http.wasm
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
+    -DKWASI_FILES -o "$tmp/files.core.wasm" http.c "$tmp/proxy.c" "$tmp/proxy_component_type.o"
+wasm-tools component new "$tmp/files.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
+    -o files.wasm
 
 # The Redis guest, from the WIT kwasi-spin's host bindings are made of.
 wit-bindgen c --world kwasi:spin-redis/guest ../../crates/spin/redis-wit --out-dir "$tmp"

@@ -5,12 +5,15 @@
 //   POST /echo        200, the request body
 //   GET  /slow?ms=N   200 after sleeping N ms (default 2000)
 //   GET  /trap        the guest traps
+//
+// Built with -DKWASI_FILES it is files.wasm, which also has:
 //   GET  /files/P     200, the file /P of the component's filesystem (Spin's component
 //                     files); 404 when it cannot be opened
 //   PUT  /files/P     201 after writing the request body to /P; 403 when it cannot be
 //                     (component files are read-only)
-// Files through wasi-libc's stdio: the component is built with the reactor adapter, which
-// gives it wasi:filesystem.
+// Files go through wasi-libc's stdio, so files.wasm is made with the reactor adapter, which
+// gives it wasi:filesystem. http.wasm keeps the proxy adapter: an instance of the reactor
+// one costs about a fifth of the requests per second (httpbench, benches/README.md).
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +104,7 @@ static bytes_t read_body(wasi_http_types_borrow_incoming_request_t request) {
     return all;
 }
 
+#ifdef KWASI_FILES
 // The whole of file `name`, or NULL.
 static bytes_t *read_file(const char *name, bytes_t *all) {
     FILE *f = fopen(name, "rb");
@@ -117,6 +121,7 @@ static bytes_t *read_file(const char *name, bytes_t *all) {
     fclose(f);
     return all;
 }
+#endif
 
 static void sleep_ms(uint64_t ms) {
     wasi_io_poll_own_pollable_t timer = wasi_clocks_monotonic_clock_subscribe_duration(ms * 1000000);
@@ -141,6 +146,7 @@ void exports_wasi_http_incoming_handler_handle(wasi_http_types_own_incoming_requ
         uint64_t wait = ms ? strtoull(ms + 3, NULL, 10) : 2000;
         sleep_ms(wait);
         respond(out, 200, text("slept\n"), 1);
+#ifdef KWASI_FILES
     } else if (method.tag == WASI_HTTP_TYPES_METHOD_GET && !strncmp(path, "/files/", 7)) {
         bytes_t file;
         if (read_file(path + 6, &file)) {
@@ -158,6 +164,7 @@ void exports_wasi_http_incoming_handler_handle(wasi_http_types_own_incoming_requ
             snprintf(why, sizeof why, "cannot write: %s\n", strerror(errno));
             respond(out, 403, text(why), 1);
         }
+#endif
     } else if (!strcmp(path, "/trap")) {
         __builtin_trap();
     } else {

@@ -57,6 +57,12 @@ pub fn archive_layer(files: &[(&str, &[u8])]) -> Result<Part<'static>> {
     })
 }
 
+/// kwasi's C wasi:http guest with its `/files/` routes: `GET /files/P` answers the file `/P`
+/// of its filesystem, `PUT /files/P` tries to write it (201, or 403).
+pub fn files_wasm() -> Vec<u8> {
+    std::fs::read(guests_dir().join("files.wasm")).expect("tests/guests/files.wasm")
+}
+
 /// A layer of component `bytes`.
 pub fn wasm_layer(bytes: Vec<u8>) -> Part<'static> {
     Part {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use kwasi_e2e::redis::Redis;
 use kwasi_e2e::spin::{
-    archive_layer, data_layer, echo_wasm, hello_wasm, import, import_three_components, wasm_layer,
+    archive_layer, data_layer, echo_wasm, files_wasm, hello_wasm, import, import_three_components,
+    wasm_layer,
 };
 use kwasi_e2e::{guests_dir, http, unique_id, Containerd, CtrOutput, RunningCtr, Shim};
 use serde_json::json;
@@ -133,6 +134,7 @@ fn spin_toml_image_with(
             "/app/outbound.wasm",
         ),
         file(guests_dir().join("redis.wasm"), "/app/redis.wasm"),
+        file(guests_dir().join("files.wasm"), "/app/files.wasm"),
     ];
     for (path, text) in extra {
         let local = dir.join("extra").join(path);
@@ -212,7 +214,7 @@ fn an_app_packaged_by_kwasi_image_build_spin_runs() {
     let c = containerd();
     let dir = c.dir();
     let with_files = "[[trigger.http]]\nroute = \"/files/...\"\ncomponent = \"web\"\n\n\
-                      [component.web]\nsource = \"http.wasm\"\nfiles = [\"static/*\"]\n";
+                      [component.web]\nsource = \"files.wasm\"\nfiles = [\"static/*\"]\n";
     std::fs::write(
         dir.join("spin.toml"),
         format!("{ROUTES_TOML}\n{with_files}"),
@@ -220,6 +222,7 @@ fn an_app_packaged_by_kwasi_image_build_spin_runs() {
     .unwrap();
     std::fs::write(dir.join("echo.wasm"), echo_wasm()).unwrap();
     std::fs::write(dir.join("http.wasm"), hello_wasm()).unwrap();
+    std::fs::write(dir.join("files.wasm"), files_wasm()).unwrap();
     std::fs::create_dir_all(dir.join("static")).unwrap();
     std::fs::write(dir.join("static/page.html"), "<p>packaged</p>\n").unwrap();
     let (tar, image) = c
@@ -392,7 +395,7 @@ route = "/files/..."
 component = "web"
 
 [component.web]
-source = "http.wasm"
+source = "files.wasm"
 files = ["static/**/*", { source = "notes.txt", destination = "/etc/notes.txt" }]
 exclude_files = ["static/private/*"]
 "#;
@@ -426,7 +429,7 @@ fn a_component_sees_its_files_read_only_at_its_root_and_nothing_else() {
 #[test]
 fn component_files_come_from_data_archive_and_inline_content_of_a_spin_oci_image() {
     let c = containerd();
-    let wasm = wasm_layer(hello_wasm());
+    let wasm = wasm_layer(files_wasm());
     let data = data_layer(b"<h1>from a data layer</h1>\n");
     let archived: &[u8] = b"from an archive layer\n";
     let archive = archive_layer(&[("docs/readme.txt", archived)]).unwrap();
