@@ -7,7 +7,8 @@
 #   http.wasm             wasi:http/proxy component (http.c, bindings from wit-bindgen)
 #   files.wasm            the same with its /files/ routes (-DKWASI_FILES), and wasi:filesystem
 #                         from the reactor adapter
-#   redis.wasm            Redis-triggered Spin component (redis.c; WIT: crates/spin/redis-wit)
+#   redis.wasm            Redis-triggered Spin component (redis.c; WIT: crates/spin/spin-wit)
+#   sqlite.wasm           Redis-triggered Spin component that uses SQLite (sqlite.c; same WIT)
 set -eu
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -37,8 +38,13 @@ wasm-tools component new "$tmp/files.core.wasm" --adapt "wasi_snapshot_preview1=
     -o files.wasm
 
 # The Redis guest, from the WIT kwasi-spin's host bindings are made of.
-wit-bindgen c --world kwasi:spin-redis/guest ../../crates/spin/redis-wit --out-dir "$tmp"
+wit-bindgen c --world kwasi:spin-wit/redis-guest ../../crates/spin/spin-wit --out-dir "$tmp"
 clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
-    -o "$tmp/redis.core.wasm" redis.c "$tmp/guest.c" "$tmp/guest_component_type.o"
+    -o "$tmp/redis.core.wasm" redis.c "$tmp/redis_guest.c" "$tmp/redis_guest_component_type.o"
 wasm-tools component new "$tmp/redis.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
     -o redis.wasm
+wit-bindgen c --world kwasi:spin-wit/sqlite-guest ../../crates/spin/spin-wit --out-dir "$tmp"
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
+    -o "$tmp/sqlite.core.wasm" sqlite.c "$tmp/sqlite_guest.c" "$tmp/sqlite_guest_component_type.o"
+wasm-tools component new "$tmp/sqlite.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
+    -o sqlite.wasm

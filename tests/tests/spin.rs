@@ -135,6 +135,7 @@ fn spin_toml_image_with(
         ),
         file(guests_dir().join("redis.wasm"), "/app/redis.wasm"),
         file(guests_dir().join("files.wasm"), "/app/files.wasm"),
+        file(guests_dir().join("sqlite.wasm"), "/app/sqlite.wasm"),
     ];
     for (path, text) in extra {
         let local = dir.join("extra").join(path);
@@ -585,6 +586,48 @@ fn outbound_redis_to_a_server_not_allowed_is_refused_and_the_log_says_what_to_al
     assert_eq!(redis.cli(&["EXISTS", "last-message"]).unwrap(), "0");
 }
 
+/// The Redis app of [`redis_toml`] with the SQLite component, which lists `databases`.
+fn sqlite_toml(redis: &Redis, databases: &str) -> String {
+    redis_toml(redis, &format!("\"{}\"", redis.url())).replace(
+        "source = \"redis.wasm\"",
+        &format!("source = \"sqlite.wasm\"\nsqlite_databases = [{databases}]"),
+    )
+}
+
+#[test]
+fn a_component_keeps_rows_in_its_default_sqlite_database_across_instances() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = sqlite_toml(&redis, "\"default\"");
+    let image = spin_toml_image(&c, "kwasi.test/spin-sqlite:v1", &toml);
+    let id = unique_id("spin-sqlite");
+    let run = start_subscribed(&c, &redis, &image, &id);
+    let wait = Duration::from_secs(30);
+    redis.cli(&["PUBLISH", "messages", "first"]).unwrap();
+    redis.wait_for(&["GET", "rows"], "1", wait).unwrap();
+    redis.cli(&["PUBLISH", "messages", "second"]).unwrap();
+    redis.wait_for(&["GET", "rows"], "2", wait).unwrap();
+    stop(&c, run, &id);
+}
+
+#[test]
+fn a_component_that_does_not_list_a_database_cannot_open_it() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = sqlite_toml(&redis, "");
+    let image = spin_toml_image(&c, "kwasi.test/spin-sqlite-denied:v1", &toml);
+    let id = unique_id("spin-sqlite");
+    let mut run = start_subscribed(&c, &redis, &image, &id);
+    redis.cli(&["PUBLISH", "messages", "first"]).unwrap();
+    run.wait_for_stderr(
+        "component listener: a message on channel messages: the component returned an error",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    stop(&c, run, &id);
+    assert_eq!(redis.cli(&["EXISTS", "rows"]).unwrap(), "0");
+}
+
 #[test]
 fn a_redis_trigger_without_an_address_fails_create() {
     let redis = Redis::start().unwrap();
@@ -738,13 +781,13 @@ fn a_runtime_config_keeps_the_default_store_on_a_volume_across_containers() {
 #[test]
 fn a_runtime_config_kwasi_does_not_support_fails_create_naming_it() {
     let c = containerd();
-    let config = "[sqlite_database.default]\ntype = \"spin\"\n";
+    let config = "[sqlite_database.default]\ntype = \"libsql\"\nurl = \"https://db.example\"\n";
     let image = spin_toml_image_with(&c, "kwasi.test/spin-rc:v1", KV_TOML, Some(config), &[]);
     assert_refused(
         &c,
         &image,
         &["/app/spin.toml"],
-        "/runtime-config.toml: [sqlite_database] is not supported by kwasi",
+        "/runtime-config.toml: SQLite database \"default\" has type \"libsql\"; kwasi supports type \"spin\"",
     );
 }
 

@@ -68,6 +68,8 @@ pub struct ComponentSource {
     pub config: std::collections::BTreeMap<String, String>,
     /// The key-value stores it may open.
     pub key_value_stores: Vec<String>,
+    /// The SQLite databases it may open.
+    pub sqlite_databases: Vec<String>,
     /// The destinations it may send requests to, as written (they may refer to the app's
     /// variables).
     pub allowed_outbound_hosts: Vec<String>,
@@ -258,6 +260,7 @@ fn component_source(
             .collect(),
         config: component.config.clone(),
         key_value_stores: strings(&component.metadata, "key_value_stores"),
+        sqlite_databases: strings(&component.metadata, "databases"),
         allowed_outbound_hosts: strings(&component.metadata, "allowed_outbound_hosts"),
         files,
     })

@@ -10,6 +10,7 @@ use wasmtime_wasi_http::WasiHttpHooks;
 
 use crate::key_value::{KeyValue, OpenStore};
 use crate::outbound::Outbound;
+use crate::sqlite::Databases;
 use crate::variables::Variables;
 
 pub(crate) mod bindings {
@@ -62,6 +63,7 @@ pub(crate) mod bindings {
 pub struct SpinState {
     pub(crate) variables: Arc<Variables>,
     pub(crate) key_value: Arc<KeyValue>,
+    pub(crate) databases: Arc<Databases>,
     pub(crate) table: ResourceTable,
     pub(crate) outbound: Outbound,
     /// Its open Redis connections.
@@ -85,16 +87,23 @@ impl SpinState {
 pub struct SpinHost {
     variables: Arc<Variables>,
     key_value: Arc<KeyValue>,
+    databases: Arc<Databases>,
     outbound: Outbound,
 }
 
 impl SpinHost {
-    /// The host interfaces of a component with these variables and key-value stores, whose
-    /// outgoing requests go through `outbound`.
-    pub fn new(variables: Variables, key_value: KeyValue, outbound: Outbound) -> SpinHost {
+    /// The host interfaces of a component with these variables, key-value stores and
+    /// databases, whose outgoing requests go through `outbound`.
+    pub fn new(
+        variables: Variables,
+        key_value: KeyValue,
+        databases: Databases,
+        outbound: Outbound,
+    ) -> SpinHost {
         SpinHost {
             variables: Arc::new(variables),
             key_value: Arc::new(key_value),
+            databases: Arc::new(databases),
             outbound,
         }
     }
@@ -116,6 +125,10 @@ impl Extension for SpinHost {
             _,
             HasSelf<SpinState>,
         >(linker, |host| host.state())?;
+        crate::sqlite::bindings::fermyon::spin2_0_0::sqlite::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
         // The types of the Redis trigger's export, which its components import.
         linker.instance("fermyon:spin/redis-types")?;
         Ok(())
@@ -125,6 +138,7 @@ impl Extension for SpinHost {
         SpinState {
             variables: Arc::clone(&self.variables),
             key_value: Arc::clone(&self.key_value),
+            databases: Arc::clone(&self.databases),
             table: ResourceTable::new(),
             outbound: self.outbound.clone(),
             connections: 0,

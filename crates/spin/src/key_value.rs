@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 use wasmtime::component::Resource;
@@ -16,9 +15,6 @@ use crate::host::SpinState;
 /// Where the `default` store is kept when no runtime config says otherwise: in the container's
 /// filesystem, where Spin keeps it next to an app.
 pub const DEFAULT_STORE_PATH: &str = "/.spin/sqlite_key_value.db";
-
-/// How long a write waits for another instance's to finish.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The stores a component may open: label, and the file that keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,16 +29,7 @@ impl KeyValue {
         labels: &[String],
         defined: &BTreeMap<String, PathBuf>,
     ) -> Result<KeyValue, String> {
-        let mut stores = BTreeMap::new();
-        for label in labels {
-            let path = defined.get(label).ok_or_else(|| {
-                format!(
-                    "uses key-value store {label:?}, which no runtime config defines (only \
-                     \"default\" needs none)"
-                )
-            })?;
-            stores.insert(label.clone(), path.clone());
-        }
+        let stores = crate::runtime_config::files_of("key-value store", labels, defined)?;
         Ok(KeyValue { stores })
     }
 }
@@ -64,13 +51,7 @@ fn other(err: impl std::fmt::Display) -> Error {
 
 /// Opens the SQLite file at `path` (and its directory), with the table of Spin's stores.
 fn connect(path: &Path) -> Result<Connection, Error> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| other(format!("creating {}: {e}", dir.display())))?;
-    }
-    let connection =
-        Connection::open(path).map_err(|e| other(format!("opening {}: {e}", path.display())))?;
-    connection.busy_timeout(BUSY_TIMEOUT).map_err(other)?;
+    let connection = crate::sqlite::open_file(path).map_err(Error::Other)?;
     connection
         .execute(
             "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
@@ -182,8 +163,12 @@ mod tests {
             Default::default(),
             "127.0.0.1:80".parse().unwrap(),
         );
-        let host =
-            crate::host::SpinHost::new(crate::variables::Variables::default(), key_value, outbound);
+        let host = crate::host::SpinHost::new(
+            crate::variables::Variables::default(),
+            key_value,
+            Default::default(),
+            outbound,
+        );
         kwasi_engine_wasmtime::Extension::new_state(&host)
     }
 

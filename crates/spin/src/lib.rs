@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod redis;
 pub mod routes;
 pub mod runtime_config;
+pub mod sqlite;
 pub mod trigger;
 pub mod variables;
 
@@ -42,6 +43,7 @@ use key_value::KeyValue;
 use outbound::{AllowedHosts, Outbound};
 use redis::{RedisHandler, RedisTrigger};
 use routes::Router;
+use sqlite::Databases;
 use variables::Variables;
 
 /// The file name of a Spin manifest.
@@ -215,9 +217,8 @@ impl<N: ShimName> Engine for SpinEngine<N> {
         let resolved = resolve(&locked, layers).map_err(|e| other(e.to_string()))?;
         let config = trigger::http_config(&workload.env).map_err(other)?;
         let max_memory = trigger::max_instance_memory(&workload.env).map_err(other)?;
-        let stores =
-            runtime_config::key_value_stores(Path::new(runtime_config::RUNTIME_CONFIG_PATH))
-                .map_err(other)?;
+        let runtime_config =
+            runtime_config::load(Path::new(runtime_config::RUNTIME_CONFIG_PATH)).map_err(other)?;
         // Routes first: a clash is reported before anything is compiled.
         let routes = Router::build(
             resolved
@@ -240,7 +241,13 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             }
             let in_component = |e: String| other(format!("component {}: {e}", component.id));
             let host = self
-                .host_of(component, &resolved, &workload.env, &stores, config.addr)
+                .host_of(
+                    component,
+                    &resolved,
+                    &workload.env,
+                    &runtime_config,
+                    config.addr,
+                )
                 .map_err(in_component)?;
             let linked = match compile(&component.wasm) {
                 Ok(SpinModule::Plain(compiled)) => {
@@ -307,11 +314,18 @@ impl<N: ShimName> SpinEngine<N> {
         component: &app::ComponentSource,
         app: &app::ResolvedApp,
         env: &[(String, String)],
-        stores: &BTreeMap<String, std::path::PathBuf>,
+        runtime_config: &runtime_config::RuntimeConfig,
         listen: std::net::SocketAddr,
     ) -> Result<SpinHost, String> {
         let variables = Variables::resolve(&app.variables, &component.config, env)?;
-        let key_value = KeyValue::for_component(&component.key_value_stores, stores)?;
+        let key_value = KeyValue::for_component(
+            &component.key_value_stores,
+            &runtime_config.key_value_stores,
+        )?;
+        let databases = Databases::for_component(
+            &component.sqlite_databases,
+            &runtime_config.sqlite_databases,
+        )?;
         let hosts = component
             .allowed_outbound_hosts
             .iter()
@@ -319,6 +333,6 @@ impl<N: ShimName> SpinEngine<N> {
             .collect::<Result<Vec<_>, _>>()?;
         let allowed = AllowedHosts::parse(&hosts)?;
         let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen);
-        Ok(SpinHost::new(variables, key_value, outbound))
+        Ok(SpinHost::new(variables, key_value, databases, outbound))
     }
 }

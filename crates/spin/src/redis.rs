@@ -15,13 +15,13 @@ use wasmtime::component::Resource;
 
 use crate::host::{SpinHost, SpinState};
 
-/// The bindings of the interfaces in `crates/spin/redis-wit`.
+/// The bindings of the interfaces in `crates/spin/spin-wit`.
 pub(crate) mod bindings {
     /// `fermyon:spin/redis@2.0.0`, which components import.
     pub mod outbound {
         wasmtime::component::bindgen!({
-            path: "redis-wit",
-            world: "kwasi:spin-redis/outbound",
+            path: "spin-wit",
+            world: "kwasi:spin-wit/outbound-redis",
             imports: { default: async },
             with: {
                 "fermyon:spin/redis.connection": crate::redis::Connection,
@@ -32,8 +32,8 @@ pub(crate) mod bindings {
     /// `fermyon:spin/inbound-redis`, which a Redis trigger's components export.
     pub mod trigger {
         wasmtime::component::bindgen!({
-            path: "redis-wit",
-            world: "kwasi:spin-redis/trigger",
+            path: "spin-wit",
+            world: "kwasi:spin-wit/redis-trigger",
             exports: { default: async },
         });
     }
@@ -225,20 +225,21 @@ fn flatten(value: redis::Value, out: &mut Vec<RedisResult>) {
 pub struct RedisHandler {
     component: String,
     linked: LinkedComponent<SpinHost>,
-    pre: bindings::trigger::TriggerPre<Host<SpinState>>,
+    pre: bindings::trigger::RedisTriggerPre<Host<SpinState>>,
 }
 
 impl RedisHandler {
     /// The handler of `linked`, component `component`, which must export
     /// `fermyon:spin/inbound-redis`.
     pub fn new(component: &str, linked: LinkedComponent<SpinHost>) -> Result<RedisHandler, String> {
-        let pre =
-            bindings::trigger::TriggerPre::new(linked.instance_pre().clone()).map_err(|e| {
+        let pre = bindings::trigger::RedisTriggerPre::new(linked.instance_pre().clone()).map_err(
+            |e| {
                 format!(
                     "does not export fermyon:spin/inbound-redis, which a Redis trigger calls: {}",
                     e.to_string().lines().next().unwrap_or_default()
                 )
-            })?;
+            },
+        )?;
         Ok(RedisHandler {
             component: component.to_string(),
             linked,

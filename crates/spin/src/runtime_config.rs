@@ -1,6 +1,7 @@
 //! `/runtime-config.toml` in the container, as Spin's shim reads it: where key-value stores
-//! are kept. kwasi supports `[key_value_store.<label>]` of `type = "spin"` (an SQLite file at
-//! `path`, a volume's, say); anything else in the file fails `create` with its name.
+//! and SQLite databases are kept. kwasi supports `[key_value_store.<label>]` and
+//! `[sqlite_database.<label>]` of `type = "spin"` (an SQLite file at `path`, a volume's, say);
+//! anything else in the file fails `create` with its name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::key_value::default_stores;
+use crate::sqlite::default_databases;
 
 /// Where the runtime config is looked for in the container.
 pub const RUNTIME_CONFIG_PATH: &str = "/runtime-config.toml";
@@ -20,66 +22,123 @@ struct StoreConfig {
     path: Option<PathBuf>,
 }
 
-/// The key-value stores an app may use: `default`, and those the runtime config at `path`
-/// defines, if there is one.
-pub fn key_value_stores(path: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
-    let mut stores = default_stores();
+/// The files of the stores (or databases) a component lists as `labels`, among those
+/// `defined` (label to file); a label that is not defined is an error naming `what` it is.
+pub fn files_of(
+    what: &str,
+    labels: &[String],
+    defined: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    labels
+        .iter()
+        .map(|label| match defined.get(label) {
+            Some(path) => Ok((label.clone(), path.clone())),
+            None => Err(format!(
+                "uses {what} {label:?}, which no runtime config defines (only \"default\" needs \
+                 none)"
+            )),
+        })
+        .collect()
+}
+
+/// What a runtime config defines: where each key-value store and SQLite database is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Key-value stores: label, and its SQLite file.
+    pub key_value_stores: BTreeMap<String, PathBuf>,
+    /// SQLite databases: label, and its file.
+    pub sqlite_databases: BTreeMap<String, PathBuf>,
+}
+
+/// The stores and databases an app may use: `default` of each, and those the runtime config
+/// at `path` defines, if there is one.
+pub fn load(path: &Path) -> Result<RuntimeConfig, String> {
+    let mut config = RuntimeConfig {
+        key_value_stores: default_stores(),
+        sqlite_databases: default_databases(),
+    };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(stores),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let invalid = |reason: String| format!("{}: {reason}", path.display());
     let table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
     for (key, value) in table {
-        if key != "key_value_store" {
-            return Err(invalid(format!(
-                "[{key}] is not supported by kwasi (it supports [key_value_store.<label>] of \
-                 type \"spin\")"
-            )));
-        }
+        let (what, defined, default_name) = match key.as_str() {
+            "key_value_store" => ("key-value store", &mut config.key_value_stores, ""),
+            "sqlite_database" => ("SQLite database", &mut config.sqlite_databases, "sqlite_"),
+            _ => {
+                return Err(invalid(format!(
+                    "[{key}] is not supported by kwasi (it supports [key_value_store.<label>] \
+                     and [sqlite_database.<label>] of type \"spin\")"
+                )))
+            }
+        };
         let labels: BTreeMap<String, StoreConfig> = value
             .try_into()
-            .map_err(|e: toml::de::Error| invalid(format!("[key_value_store]: {}", e.message())))?;
-        for (label, config) in labels {
-            if config.kind != "spin" {
+            .map_err(|e: toml::de::Error| invalid(format!("[{key}]: {}", e.message())))?;
+        for (label, store) in labels {
+            if store.kind != "spin" {
                 return Err(invalid(format!(
-                    "key-value store {label:?} has type {:?}; kwasi supports type \"spin\" (an \
-                     SQLite file)",
-                    config.kind
+                    "{what} {label:?} has type {:?}; kwasi supports type \"spin\" (an SQLite \
+                     file)",
+                    store.kind
                 )));
             }
-            let file = match config.path {
+            let file = match store.path {
                 Some(file) if file.is_absolute() => file,
                 Some(file) => {
                     return Err(invalid(format!(
-                        "key-value store {label:?}: give an absolute path, not {}",
+                        "{what} {label:?}: give an absolute path, not {}",
                         file.display()
                     )))
                 }
-                None => PathBuf::from(format!("/.spin/{label}.db")),
+                None => PathBuf::from(format!("/.spin/{default_name}{label}.db")),
             };
-            stores.insert(label, file);
+            defined.insert(label, file);
         }
     }
-    Ok(stores)
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn stores(text: &str) -> Result<BTreeMap<String, PathBuf>, String> {
+    fn config(text: &str) -> Result<RuntimeConfig, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runtime-config.toml");
         std::fs::write(&path, text).unwrap();
-        key_value_stores(&path)
+        load(&path)
+    }
+
+    fn stores(text: &str) -> Result<BTreeMap<String, PathBuf>, String> {
+        config(text).map(|c| c.key_value_stores)
     }
 
     #[test]
-    fn without_a_runtime_config_there_is_the_default_store() {
-        let stores = key_value_stores(Path::new("/nonexistent/runtime-config.toml")).unwrap();
-        assert_eq!(stores, default_stores());
+    fn without_a_runtime_config_there_are_the_default_store_and_database() {
+        let config = load(Path::new("/nonexistent/runtime-config.toml")).unwrap();
+        assert_eq!(config.key_value_stores, default_stores());
+        assert_eq!(config.sqlite_databases, default_databases());
+    }
+
+    #[test]
+    fn a_spin_database_is_kept_where_its_path_says_or_under_spin() {
+        let c = config(
+            "[sqlite_database.default]\ntype = \"spin\"\npath = \"/data/db.sqlite\"\n\
+             [sqlite_database.audit]\ntype = \"spin\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sqlite_databases["default"],
+            PathBuf::from("/data/db.sqlite")
+        );
+        assert_eq!(
+            c.sqlite_databases["audit"],
+            PathBuf::from("/.spin/sqlite_audit.db")
+        );
     }
 
     #[test]
@@ -94,7 +153,7 @@ mod tests {
         let err =
             stores("[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://x\"\n").unwrap_err();
         assert!(err.contains("\"redis\""), "{err}");
-        let err = stores("[sqlite_database.default]\ntype = \"spin\"\n").unwrap_err();
-        assert!(err.contains("[sqlite_database]"), "{err}");
+        let err = stores("[llm_compute]\ntype = \"remote_http\"\n").unwrap_err();
+        assert!(err.contains("[llm_compute]"), "{err}");
     }
 }
