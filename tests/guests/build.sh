@@ -9,6 +9,8 @@
 #                         from the reactor adapter
 #   redis.wasm            Redis-triggered Spin component (redis.c; WIT: crates/spin/spin-wit)
 #   sqlite.wasm           Redis-triggered Spin component that uses SQLite (sqlite.c; same WIT)
+#   legacy-http.wasm      Spin HTTP component of the legacy fermyon:spin/inbound-http
+#                         (legacy-http.c; same WIT)
 set -eu
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -48,3 +50,9 @@ clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,
     -o "$tmp/sqlite.core.wasm" sqlite.c "$tmp/sqlite_guest.c" "$tmp/sqlite_guest_component_type.o"
 wasm-tools component new "$tmp/sqlite.core.wasm" --adapt "wasi_snapshot_preview1=$tmp/reactor.wasm" \
     -o sqlite.wasm
+wit-bindgen c --world kwasi:spin-wit/legacy-http-guest ../../crates/spin/spin-wit --out-dir "$tmp"
+clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -I"$tmp" -Wl,--strip-debug \
+    -o "$tmp/legacy-http.core.wasm" legacy-http.c "$tmp/legacy_http_guest.c" \
+    "$tmp/legacy_http_guest_component_type.o"
+wasm-tools component new "$tmp/legacy-http.core.wasm" \
+    --adapt "wasi_snapshot_preview1=$tmp/proxy.wasm" -o legacy-http.wasm

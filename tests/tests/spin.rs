@@ -136,6 +136,10 @@ fn spin_toml_image_with(
         file(guests_dir().join("redis.wasm"), "/app/redis.wasm"),
         file(guests_dir().join("files.wasm"), "/app/files.wasm"),
         file(guests_dir().join("sqlite.wasm"), "/app/sqlite.wasm"),
+        file(
+            guests_dir().join("legacy-http.wasm"),
+            "/app/legacy-http.wasm",
+        ),
     ];
     for (path, text) in extra {
         let local = dir.join("extra").join(path);
@@ -654,6 +658,39 @@ fn a_redis_trigger_whose_component_does_not_export_the_handler_fails_create() {
         &["/app/spin.toml"],
         "component listener: does not export fermyon:spin/inbound-redis",
     );
+}
+
+const LEGACY_TOML: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "legacy"
+
+[[trigger.http]]
+route = "/legacy/..."
+component = "legacy"
+
+[component.legacy]
+source = "legacy-http.wasm"
+"#;
+
+#[test]
+fn a_component_of_the_legacy_inbound_http_interface_gets_the_whole_request() {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-legacy:v1", LEGACY_TOML);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    let (status, body) = app.get("/legacy/x?y=1");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body, "method=0\nuri=/legacy/x?y=1\nspin-path-info=/x\nbody=\n",
+        "GET"
+    );
+    let (status, body) = http::post(&http::client(), app.addr, "/legacy/", b"hi").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "method=1\nuri=/legacy/\nspin-path-info=/\nbody=hi\n"
+    );
+    app.stop();
 }
 
 const VARIABLES_TOML: &str = r#"spin_manifest_version = 2

@@ -324,9 +324,12 @@ impl<X: Extension> HttpService<X> {
 }
 
 /// A response with a fixed body, of the type the component's responses have.
-pub fn fixed_response(status: u16, body: &'static str) -> hyper::Response<ResponseBody> {
+pub fn fixed_response(
+    status: u16,
+    body: impl Into<hyper::body::Bytes>,
+) -> hyper::Response<ResponseBody> {
     use http_body_util::BodyExt;
-    let body = http_body_util::Full::new(hyper::body::Bytes::from_static(body.as_bytes()))
+    let body = http_body_util::Full::new(body.into())
         .map_err(|never| match never {})
         .boxed_unsync();
     let mut response = hyper::Response::new(body);

@@ -129,8 +129,10 @@ impl Extension for SpinHost {
             linker,
             |host| host.state(),
         )?;
-        // The types of the Redis trigger's export, which its components import.
+        // The types of the Redis trigger's export and of the legacy HTTP interface, which
+        // their components import.
         linker.instance("fermyon:spin/redis-types")?;
+        linker.instance("fermyon:spin/http-types")?;
         Ok(())
     }
 

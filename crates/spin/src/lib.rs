@@ -18,6 +18,7 @@
 pub mod app;
 pub mod files;
 pub mod host;
+pub mod inbound_http;
 pub mod key_value;
 pub mod locked;
 pub mod manifest;
@@ -35,7 +36,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 
 use kwasi_core::engine::{AppSource, Engine, EngineError, Scratch, WasmBytes, Workload};
-use kwasi_engine_wasmtime::{Compiled, HttpService, LinkedComponent, WasmtimeEngine};
+use kwasi_engine_wasmtime::{Compiled, LinkedComponent, WasmtimeEngine};
 
 use app::{locked_app_of, resolve};
 use host::SpinHost;
@@ -106,7 +107,7 @@ pub enum SpinModule {
 /// subscriptions.
 pub struct LoadedApp {
     name: String,
-    router: Option<Router<HttpService<SpinHost>>>,
+    router: Option<Router<trigger::ComponentService>>,
     config: kwasi_core::http::HttpConfig,
     redis: RedisTrigger,
 }
@@ -283,7 +284,7 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 }
             }
             if serves_http {
-                let service = HttpService::new(linked).map_err(|e| in_component(e.to_string()))?;
+                let service = trigger::ComponentService::new(linked).map_err(in_component)?;
                 services.insert(component.id.clone(), service);
             }
         }

@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use hyper::header::{HeaderName, HeaderValue};
 use kwasi_core::http::{Admission, ClientAddr, Handler, HttpConfig, RequestBody, Resources};
 use kwasi_core::workload::env_var;
-use kwasi_engine_wasmtime::{fixed_response, HttpService, ResponseBody, ResponseBodyError};
+use kwasi_engine_wasmtime::{
+    fixed_response, HttpService, LinkedComponent, ResponseBody, ResponseBodyError,
+};
+
+use crate::inbound_http::InboundHttp;
 
 use crate::host::SpinHost;
 use crate::routes::{Match, Router, WELL_KNOWN_PREFIX};
@@ -45,14 +49,39 @@ pub fn max_instance_memory(env: &[(String, String)]) -> Result<Option<usize>, St
     }
 }
 
+/// A component that answers HTTP requests, by the interface it exports.
+#[derive(Clone)]
+pub enum ComponentService {
+    /// `wasi:http/incoming-handler`.
+    Wasi(HttpService<SpinHost>),
+    /// The legacy `fermyon:spin/inbound-http`.
+    Legacy(InboundHttp),
+}
+
+impl ComponentService {
+    /// The service of `linked`, by the HTTP interface it exports.
+    pub fn new(linked: LinkedComponent<SpinHost>) -> Result<ComponentService, String> {
+        match HttpService::new(linked.clone()) {
+            Ok(service) => Ok(ComponentService::Wasi(service)),
+            Err(_) => InboundHttp::new(linked)
+                .map(ComponentService::Legacy)
+                .map_err(|_| {
+                    "exports neither wasi:http/incoming-handler nor fermyon:spin/inbound-http, \
+                 which an HTTP trigger calls"
+                        .to_string()
+                }),
+        }
+    }
+}
+
 /// An app's HTTP trigger: its routes, each to a component ready to answer.
 pub struct HttpTrigger {
-    router: Router<HttpService<SpinHost>>,
+    router: Router<ComponentService>,
 }
 
 impl HttpTrigger {
     /// The trigger of `router`'s routes.
-    pub fn new(router: Router<HttpService<SpinHost>>) -> HttpTrigger {
+    pub fn new(router: Router<ComponentService>) -> HttpTrigger {
         HttpTrigger { router }
     }
 }
@@ -83,7 +112,10 @@ impl Handler for HttpTrigger {
                     .insert(HeaderName::from_static(name), value);
             }
         }
-        matched.route.target.handle(request, admission).await
+        match &matched.route.target {
+            ComponentService::Wasi(service) => service.handle(request, admission).await,
+            ComponentService::Legacy(service) => service.handle(request, admission).await,
+        }
     }
 }
 
