@@ -374,16 +374,31 @@ pub fn source_bytes(
     }
 }
 
-fn redis_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<RedisTrigger, AppError> {
+/// The component trigger `id`'s `config` names, which `app` must have; `missing` says why a
+/// trigger without one cannot run.
+fn trigger_component(
+    id: &str,
+    config: &Value,
+    app: &LockedApp,
+    missing: &str,
+) -> Result<String, AppError> {
     let unsupported = |what: String| AppError::Unsupported(format!("trigger {id}: {what}"));
-    let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_string);
-    let component =
-        text(config.get("component")).ok_or_else(|| unsupported("names no component".into()))?;
+    let component = config
+        .get("component")
+        .and_then(Value::as_str)
+        .ok_or_else(|| unsupported(missing.to_string()))?;
     if !app.components.iter().any(|c| c.id == component) {
         return Err(unsupported(format!(
             "names component {component:?}, which the app does not have"
         )));
     }
+    Ok(component.to_string())
+}
+
+fn redis_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<RedisTrigger, AppError> {
+    let unsupported = |what: String| AppError::Unsupported(format!("trigger {id}: {what}"));
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_string);
+    let component = trigger_component(id, config, app, "names no component")?;
     let channel =
         text(config.get("channel")).ok_or_else(|| unsupported("has no channel".into()))?;
     let app_address = app
@@ -408,17 +423,12 @@ fn redis_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<RedisTrigg
 
 fn http_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<HttpTrigger, AppError> {
     let unsupported = |what: String| AppError::Unsupported(format!("trigger {id}: {what}"));
-    let component = config
-        .get("component")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            unsupported("names no component (static responses are not supported)".into())
-        })?;
-    if !app.components.iter().any(|c| c.id == component) {
-        return Err(unsupported(format!(
-            "names component {component:?}, which the app does not have"
-        )));
-    }
+    let component = trigger_component(
+        id,
+        config,
+        app,
+        "names no component (static responses are not supported)",
+    )?;
     let route = match config.get("route") {
         Some(Value::String(route)) => route.clone(),
         Some(Value::Object(o)) if o.get("private") == Some(&Value::Bool(true)) => {
@@ -456,7 +466,7 @@ fn http_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<HttpTrigger
     Ok(HttpTrigger {
         id: id.to_string(),
         route,
-        component: component.to_string(),
+        component,
     })
 }
 

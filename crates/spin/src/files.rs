@@ -10,7 +10,6 @@ use std::path::{Component, Path, PathBuf};
 
 use kwasi_core::image::layers::WasmLayer;
 use kwasi_core::image::WASM_ARCHIVE;
-use sha2::{Digest, Sha256};
 
 /// Where the components' directories are made, in the container's filesystem (Spin's shim
 /// keeps its state under `/.spin` too).
@@ -48,11 +47,7 @@ pub fn archived_files(layers: &[WasmLayer]) -> Result<HashMap<String, Vec<u8>>, 
             }
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).map_err(bad)?;
-            let hex: String = Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            files.insert(format!("sha256:{hex}"), bytes);
+            files.insert(crate::oci::digest(&bytes), bytes);
         }
     }
     Ok(files)

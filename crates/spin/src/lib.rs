@@ -241,15 +241,14 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 continue;
             }
             let in_component = |e: String| other(format!("component {}: {e}", component.id));
-            let host = self
-                .host_of(
-                    component,
-                    &resolved,
-                    &workload.env,
-                    &runtime_config,
-                    config.addr,
-                )
-                .map_err(in_component)?;
+            let host = host_of(
+                component,
+                &resolved,
+                &workload.env,
+                &runtime_config,
+                config.addr,
+            )
+            .map_err(in_component)?;
             let linked = match compile(&component.wasm) {
                 Ok(SpinModule::Plain(compiled)) => {
                     LinkedComponent::new(&self.wasmtime, &compiled, component.env.clone(), host)
@@ -307,33 +306,30 @@ impl<N: ShimName> Engine for SpinEngine<N> {
     }
 }
 
-impl<N: ShimName> SpinEngine<N> {
-    /// The host interfaces of `component`: its variables, key-value stores and allowed
-    /// outbound hosts, resolved against the app's variables and the task's environment.
-    fn host_of(
-        &self,
-        component: &app::ComponentSource,
-        app: &app::ResolvedApp,
-        env: &[(String, String)],
-        runtime_config: &runtime_config::RuntimeConfig,
-        listen: std::net::SocketAddr,
-    ) -> Result<SpinHost, String> {
-        let variables = Variables::resolve(&app.variables, &component.config, env)?;
-        let key_value = KeyValue::for_component(
-            &component.key_value_stores,
-            &runtime_config.key_value_stores,
-        )?;
-        let databases = Databases::for_component(
-            &component.sqlite_databases,
-            &runtime_config.sqlite_databases,
-        )?;
-        let hosts = component
-            .allowed_outbound_hosts
-            .iter()
-            .map(|host| variables::expand_app(&app.variables, host, env))
-            .collect::<Result<Vec<_>, _>>()?;
-        let allowed = AllowedHosts::parse(&hosts)?;
-        let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen);
-        Ok(SpinHost::new(variables, key_value, databases, outbound))
-    }
+/// The host interfaces of `component`: its variables, key-value stores, databases and allowed
+/// outbound hosts, resolved against the app's variables and the task's environment.
+fn host_of(
+    component: &app::ComponentSource,
+    app: &app::ResolvedApp,
+    env: &[(String, String)],
+    runtime_config: &runtime_config::RuntimeConfig,
+    listen: std::net::SocketAddr,
+) -> Result<SpinHost, String> {
+    let variables = Variables::resolve(&app.variables, &component.config, env)?;
+    let key_value = KeyValue::for_component(
+        &component.key_value_stores,
+        &runtime_config.key_value_stores,
+    )?;
+    let databases = Databases::for_component(
+        &component.sqlite_databases,
+        &runtime_config.sqlite_databases,
+    )?;
+    let hosts = component
+        .allowed_outbound_hosts
+        .iter()
+        .map(|host| variables::expand_app(&app.variables, host, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allowed = AllowedHosts::parse(&hosts)?;
+    let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen);
+    Ok(SpinHost::new(variables, key_value, databases, outbound))
 }

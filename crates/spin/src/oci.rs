@@ -55,7 +55,8 @@ struct RootFs<'a> {
     diff_ids: [&'a str; 0],
 }
 
-fn digest(bytes: &[u8]) -> String {
+/// `sha256:<hex>` of `bytes`: how layers and the locked app name content.
+pub(crate) fn digest(bytes: &[u8]) -> String {
     let hex: String = Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
