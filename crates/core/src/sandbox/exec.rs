@@ -10,17 +10,22 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 
+use oci_spec::runtime::LinuxSeccomp;
+
 use super::executor::WasmExecutor;
-use super::ProcessIo;
+use super::zygote::{Process, Request, Zygote};
+use super::{ProcessIo, ProcessStdio};
 use crate::engine::Engine;
 use crate::task::container::ExecConfig;
 
-/// Starts exec process `config` in container `id` (its state under `state_root`) and returns
-/// its pid and the shim's hold on its stdio.
-pub(super) fn exec<E: Engine>(
+/// Starts exec process `config` in container `id` (its state under `state_root`) through
+/// `zygote`, with the container's `seccomp` profile, and returns its pid and the shim's hold on
+/// its stdio.
+pub(super) fn exec(
+    zygote: &Zygote,
     id: &str,
     state_root: &Path,
-    executor: WasmExecutor<E>,
+    seccomp: Option<LinuxSeccomp>,
     config: &ExecConfig,
 ) -> Result<(i32, ProcessIo)> {
     // libcontainer reads the process from a file, as `runc exec --process` does.
@@ -31,26 +36,48 @@ pub(super) fn exec<E: Engine>(
     let json = serde_json::to_vec(&config.process).context("encoding the exec process")?;
     std::fs::write(&process_file, json)
         .with_context(|| format!("writing {}", process_file.display()))?;
-    let started = start(id, state_root, executor, config, &process_file);
+    let started = start(zygote, id, state_root, seccomp, config, &process_file);
     let _ = std::fs::remove_file(&process_file);
     started
 }
 
-fn start<E: Engine>(
+fn start(
+    zygote: &Zygote,
     id: &str,
     state_root: &Path,
-    executor: WasmExecutor<E>,
+    seccomp: Option<LinuxSeccomp>,
     config: &ExecConfig,
     process_file: &Path,
 ) -> Result<(i32, ProcessIo)> {
-    let (builder, io, console) =
-        ProcessIo::builder(id, state_root, executor, &config.stdio, config.terminal)?;
-    let pid = builder
+    let (stdio, io, console) = ProcessIo::open(state_root, &config.stdio, config.terminal)?;
+    let request = Request {
+        id: id.to_string(),
+        state_root: state_root.to_path_buf(),
+        process: Process::Exec {
+            process_file: process_file.to_path_buf(),
+            seccomp,
+        },
+        console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+    };
+    let pid = zygote.build(request, stdio, None)?;
+    let io = io.with_console(console, &config.stdio)?;
+    Ok((pid, io))
+}
+
+/// In a zygote's worker: creates the exec process of `process_file` in container `id`, run by
+/// `executor` with `stdio`, and returns its pid.
+pub(super) fn build<E: Engine>(
+    id: &str,
+    state_root: &Path,
+    executor: WasmExecutor<E>,
+    stdio: ProcessStdio,
+    process_file: &Path,
+) -> Result<i32> {
+    let pid = super::container_builder(id, state_root, executor, stdio)?
         .as_tenant()
         .with_process(Some(process_file))
         .with_detach(true)
         .build()
         .map_err(|e| anyhow!("{}", super::creation_error(&e)))?;
-    let io = io.with_console(console, &config.stdio)?;
-    Ok((pid.as_raw(), io))
+    Ok(pid.as_raw())
 }

@@ -73,13 +73,16 @@ impl<E: Engine> WasmExecutor<E> {
         }
     }
 
-    /// The executor of exec processes: the same engine and cache, only files of the rootfs
-    /// (an exec names what it runs; the image's wasm layer is the init process's), and the
-    /// container's seccomp profile.
-    pub(crate) fn for_exec(&self, seccomp: Option<LinuxSeccomp>) -> Self {
+    /// The executor of exec processes: only files of the rootfs (an exec names what it runs;
+    /// the image's wasm layer is the init process's), and the container's seccomp profile.
+    pub(crate) fn for_exec(
+        engine: E,
+        cache: Option<Arc<CompileCache>>,
+        seccomp: Option<LinuxSeccomp>,
+    ) -> Self {
         Self {
             seccomp: seccomp.map(Arc::new),
-            ..Self::new(self.engine.clone(), self.cache.clone(), None)
+            ..Self::new(engine, cache, None)
         }
     }
 

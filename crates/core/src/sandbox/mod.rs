@@ -3,7 +3,9 @@
 //! processes in it: the init process and exec processes (`exec`), their stdio and terminals.
 //!
 //! The wasm engine runs in the container's own processes (the ones libcontainer creates),
-//! never in the shim: `executor` is the code that runs there.
+//! never in the shim: `executor` is the code that runs there. Those processes are cloned from
+//! the shim's [`Zygote`], a single-threaded process forked when the shim starts, never from the
+//! multi-threaded shim itself (`zygote` says why).
 //!
 //! [`SandboxRuntime`] and [`Sandbox`] are the task service's [`Runtime`] and [`Container`].
 
@@ -15,9 +17,11 @@ pub(crate) mod oom;
 mod options;
 mod rootfs;
 mod stdio;
+mod zygote;
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,9 +34,8 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container as Libcontainer;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 
-use crate::cache::CompileCache;
 use crate::engine::Engine;
 use crate::image::layers::{image_content, ImageContent};
 use crate::task::container::{Container, ExecConfig, ProcessRef, Runtime, TaskConfig};
@@ -42,45 +45,44 @@ use oom::MemoryCgroup;
 use options::RuntimeOptions;
 pub use rootfs::{unmount_rootfs, RootfsMount};
 pub use stdio::StdioPaths;
+pub use zygote::Zygote;
 
-/// Creates the sandboxes of a shim's tasks, running wasm with engine `E`.
-pub struct SandboxRuntime<E: Engine> {
-    engine: E,
+/// Creates the sandboxes of a shim's tasks. Their processes are cloned from the shim's
+/// [`Zygote`], which runs wasm with the shim's engine.
+pub struct SandboxRuntime {
+    zygote: Arc<Zygote>,
     namespace: String,
     containerd_address: String,
     state_root: PathBuf,
-    cache: Option<Arc<CompileCache>>,
 }
 
-impl<E: Engine> SandboxRuntime<E> {
-    /// A runtime that keeps libcontainer's state under `state_root`, reads images through
-    /// containerd at `containerd_address` in `namespace`, and compiles with `engine` through
-    /// `cache` when there is one.
+impl SandboxRuntime {
+    /// A runtime that builds processes through `zygote`, keeps libcontainer's state under
+    /// `state_root`, and reads images through containerd at `containerd_address` in
+    /// `namespace`.
     pub fn new(
-        engine: E,
+        zygote: Zygote,
         namespace: &str,
         containerd_address: &str,
         state_root: PathBuf,
-        cache: Option<Arc<CompileCache>>,
     ) -> Self {
         SandboxRuntime {
-            engine,
+            zygote: Arc::new(zygote),
             namespace: namespace.to_string(),
             containerd_address: containerd_address.to_string(),
             state_root,
-            cache,
         }
     }
 }
 
-impl<E: Engine> Runtime for SandboxRuntime<E> {
-    type Container = Sandbox<E>;
+impl Runtime for SandboxRuntime {
+    type Container = Sandbox;
 
     /// Reads the module from the image's wasm layer if it has one, mounts the rootfs,
     /// creates the namespaces, cgroup and container process, and prepares the workload in it
     /// (which compiles the module). On failure nothing is left behind: no process, cgroup,
     /// state directory or mount.
-    fn create(&self, task: &TaskConfig) -> Result<Sandbox<E>> {
+    fn create(&self, task: &TaskConfig) -> Result<Sandbox> {
         let options = RuntimeOptions::from_any(task.options.as_ref())?;
         // A module shipped as a wasm layer is read from the image here, in the shim; one
         // shipped as a file is read in the container.
@@ -110,13 +112,8 @@ impl<E: Engine> Runtime for SandboxRuntime<E> {
         let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         options::check_cgroups_path(cgroups_path.as_deref().and_then(Path::to_str), options)?;
-        let executor = WasmExecutor::new(
-            self.engine.clone(),
-            self.cache.clone(),
-            content.map(Arc::new),
-        );
         let rootfs = rootfs::MountedRootfs::mount(&bundle, &task.rootfs)?;
-        let built = self.build(task, &bundle, options, executor.clone());
+        let built = self.build(task, &bundle, options, content.as_ref());
         let (container, io) = match built {
             Ok(built) => built,
             Err(err) => {
@@ -136,44 +133,105 @@ impl<E: Engine> Runtime for SandboxRuntime<E> {
             id: task.id.clone(),
             state_root: self.state_root.clone(),
             systemd: options.systemd_cgroup,
+            zygote: Arc::clone(&self.zygote),
             container: Mutex::new(container),
             rootfs,
             memory,
             cgroup: Mutex::new(None),
-            executor: executor.for_exec(seccomp),
+            seccomp,
             processes: Mutex::new(processes),
         })
     }
 }
 
-impl<E: Engine> SandboxRuntime<E> {
-    /// Builds the container with libcontainer; returns it and the init process's stdio.
+impl SandboxRuntime {
+    /// Builds the container through the zygote; returns it and the init process's stdio.
     fn build(
         &self,
         task: &TaskConfig,
         bundle: &Path,
         options: RuntimeOptions,
-        executor: WasmExecutor<E>,
+        content: Option<&ImageContent>,
     ) -> Result<(Libcontainer, ProcessIo)> {
         std::fs::create_dir_all(&self.state_root)
             .with_context(|| format!("creating {}", self.state_root.display()))?;
-        let (builder, io, console) = ProcessIo::builder(
-            &task.id,
-            &self.state_root,
-            executor,
-            &task.stdio,
-            task.terminal,
-        )?;
-        let container = builder
-            .validate_id()
-            .map_err(|e| anyhow!("{e}"))?
-            .as_init(bundle)
-            .with_systemd(options.systemd_cgroup)
-            .with_detach(true)
-            .build()
-            .map_err(|e| anyhow!("{}", creation_error(&e)))?;
+        let (stdio, io, console) = ProcessIo::open(&self.state_root, &task.stdio, task.terminal)?;
+        let request = zygote::Request {
+            id: task.id.clone(),
+            state_root: self.state_root.clone(),
+            process: zygote::Process::Init {
+                bundle: bundle.to_path_buf(),
+                systemd: options.systemd_cgroup,
+            },
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+        };
+        self.zygote.build(request, stdio, content)?;
+        let container = Libcontainer::load(self.state_root.join(&task.id))
+            .map_err(|e| anyhow!("reading the state of container {}: {e}", task.id))?;
         Ok((container, io.with_console(console, &task.stdio)?))
     }
+}
+
+/// In a zygote's worker: creates container `id` from `bundle` (its state under `state_root`),
+/// its init process run by `executor` with `stdio`; returns the init process's pid.
+fn build_init<E: Engine>(
+    id: &str,
+    state_root: &Path,
+    executor: WasmExecutor<E>,
+    stdio: ProcessStdio,
+    bundle: &Path,
+    systemd: bool,
+) -> Result<i32> {
+    let container = container_builder(id, state_root, executor, stdio)?
+        .validate_id()
+        .map_err(|e| anyhow!("{e}"))?
+        .as_init(bundle)
+        .with_systemd(systemd)
+        .with_detach(true)
+        .build()
+        .map_err(|e| anyhow!("{}", creation_error(&e)))?;
+    container
+        .pid()
+        .map(|pid| pid.as_raw())
+        .ok_or_else(|| anyhow!("container {id} has no init process"))
+}
+
+/// libcontainer's builder for a process of container `id` (the init process, or an exec
+/// one), run by `executor`, with `stdio`.
+fn container_builder<E: Engine>(
+    id: &str,
+    state_root: &Path,
+    executor: WasmExecutor<E>,
+    stdio: ProcessStdio,
+) -> Result<ContainerBuilder> {
+    let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
+        .with_executor(executor)
+        .with_root_path(state_root)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(match stdio {
+        ProcessStdio::Terminal(socket) => builder.with_console_socket(Some(socket)),
+        ProcessStdio::Streams {
+            stdin,
+            stdout,
+            stderr,
+        } => builder
+            .with_stdin(stdin)
+            .with_stdout(stdout)
+            .with_stderr(stderr),
+    })
+}
+
+/// What a new process gets for stdio: containerd's fifos, or, for a terminal, a socket that
+/// libcontainer sends the terminal's master to.
+pub(crate) enum ProcessStdio {
+    /// The process's three streams.
+    Streams {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// The shim's console socket.
+    Terminal(PathBuf),
 }
 
 /// What the shim holds of a process's stdio: its writer on the stdin fifo, or its terminal.
@@ -184,36 +242,24 @@ pub(crate) struct ProcessIo {
 }
 
 impl ProcessIo {
-    /// libcontainer's builder for a process of container `id` (the init process, or an exec
-    /// one), run by `executor`, with its stdio: containerd's fifos, or, for a terminal, a
-    /// socket that libcontainer sends the terminal's master to ([`ProcessIo::with_console`]
-    /// takes it once the process exists).
-    fn builder<E: Engine>(
-        id: &str,
+    /// Opens a new process's stdio, `stdio`: containerd's fifos, whose three descriptors go to
+    /// the process; or, for a terminal, a socket in `state_root` that libcontainer sends the
+    /// terminal's master to ([`ProcessIo::with_console`] takes it once the process exists).
+    fn open(
         state_root: &Path,
-        executor: WasmExecutor<E>,
         stdio: &StdioPaths,
         terminal: bool,
-    ) -> Result<(ContainerBuilder, ProcessIo, Option<ConsoleSocket>)> {
-        let builder = ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-            .with_executor(executor)
-            .with_root_path(state_root)
-            .map_err(|e| anyhow!("{e}"))?;
+    ) -> Result<(Option<[OwnedFd; 3]>, ProcessIo, Option<ConsoleSocket>)> {
         if terminal {
             let socket = ConsoleSocket::bind(state_root)?;
-            let builder = builder.with_console_socket(Some(socket.path()));
-            return Ok((builder, ProcessIo::default(), Some(socket)));
+            return Ok((None, ProcessIo::default(), Some(socket)));
         }
         let open = stdio.open()?;
-        let builder = builder
-            .with_stdin(open.stdin)
-            .with_stdout(open.stdout)
-            .with_stderr(open.stderr);
         let io = ProcessIo {
             stdin_writer: open.stdin_writer,
             console: None,
         };
-        Ok((builder, io, None))
+        Ok((Some([open.stdin, open.stdout, open.stderr]), io, None))
     }
 
     /// Takes the terminal's master from `socket`, if the process has a terminal.
@@ -226,22 +272,24 @@ impl ProcessIo {
 }
 
 /// A created container: its init process waits in the sandbox until [`Container::start`].
-pub struct Sandbox<E: Engine> {
+pub struct Sandbox {
     id: String,
     state_root: PathBuf,
     systemd: bool,
+    zygote: Arc<Zygote>,
     container: Mutex<Libcontainer>,
     rootfs: rootfs::MountedRootfs,
     memory: Option<MemoryCgroup>,
     /// The container's cgroup manager, once opened ([`Sandbox::with_cgroup`]).
     cgroup: Mutex<Option<AnyCgroupManager>>,
-    /// Runs exec processes: files of the rootfs, wasm or native, never the image's layer.
-    executor: WasmExecutor<E>,
+    /// The container's seccomp profile, which exec processes install (libcontainer 0.7 leaves
+    /// it out of an exec process's spec).
+    seccomp: Option<LinuxSeccomp>,
     /// The stdio of each process (`None`: the init process).
     processes: Mutex<HashMap<Option<String>, ProcessIo>>,
 }
 
-impl<E: Engine> Sandbox<E> {
+impl Sandbox {
     fn container(&self) -> MutexGuard<'_, Libcontainer> {
         self.container.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -271,7 +319,7 @@ impl<E: Engine> Sandbox<E> {
     }
 }
 
-impl<E: Engine> Container for Sandbox<E> {
+impl Container for Sandbox {
     fn pid(&self) -> i32 {
         self.container().pid().map(|p| p.as_raw()).unwrap_or(0)
     }
@@ -283,7 +331,13 @@ impl<E: Engine> Container for Sandbox<E> {
     }
 
     fn exec(&self, config: &ExecConfig) -> Result<i32> {
-        let (pid, io) = exec::exec(&self.id, &self.state_root, self.executor.clone(), config)?;
+        let (pid, io) = exec::exec(
+            &self.zygote,
+            &self.id,
+            &self.state_root,
+            self.seccomp.clone(),
+            config,
+        )?;
         self.processes().insert(Some(config.exec_id.clone()), io);
         Ok(pid)
     }

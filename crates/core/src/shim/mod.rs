@@ -19,7 +19,7 @@ use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
 use oci_spec::runtime::Spec;
 
 use crate::engine::Engine;
-use crate::sandbox::{remove_container_state, unmount_rootfs};
+use crate::sandbox::{remove_container_state, unmount_rootfs, Zygote};
 use crate::task::TaskService;
 
 /// The annotation that names a container's pod under Kubernetes' CRI.
@@ -75,7 +75,7 @@ fn state_root(namespace: &str) -> PathBuf {
 }
 
 impl<E: Engine + Default> Shim for KwasiShim<E> {
-    type T = TaskService<E>;
+    type T = TaskService;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         KwasiShim::for_flags(args)
@@ -144,9 +144,25 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
         Ok(info::runtime_info(runtime_id))
     }
 
+    /// containerd-shim's server loop calls this; kwasi's ([`serve`]) forks the zygote earlier,
+    /// before any thread starts, and calls [`KwasiShim::task_service`]. Should this be called
+    /// on a process that has threads, the zygote cannot start and the shim exits with why.
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        match Zygote::start(E::default()) {
+            Ok(zygote) => self.task_service(zygote, publisher),
+            Err(err) => {
+                log::error!("starting the zygote: {err:#}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+impl<E> KwasiShim<E> {
+    /// The task service, building its processes through `zygote`.
+    fn task_service(&self, zygote: Zygote, publisher: RemotePublisher) -> TaskService {
         TaskService::new(
-            E::default(),
+            zygote,
             &self.namespace,
             &self.containerd_address,
             state_root(&self.namespace),

@@ -24,6 +24,7 @@ use std::os::fd::AsRawFd;
 
 use super::KwasiShim;
 use crate::engine::Engine;
+use crate::sandbox::Zygote;
 
 const TASK_V3: &str = "/containerd.task.v3.Task/";
 const TASK_V2: &str = "/containerd.task.v2.Task/";
@@ -90,6 +91,9 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| anyhow!("setting up the shim log: {e}"))?;
     super::libcontainer_log::forward_to_log();
+    // Container processes are cloned from the zygote, forked now, while the shim has one
+    // thread (ttrpc's clients and server start theirs).
+    let zygote = Zygote::start(E::default()).context("starting the zygote")?;
 
     let socket_path = flags.socket.trim_start_matches("unix://").to_string();
     if already_served(&flags.socket) {
@@ -108,7 +112,7 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
     let publisher = RemotePublisher::new(&ttrpc_address)
         .map_err(|e| anyhow!("connecting to containerd: {e}"))?;
     let service: Arc<dyn containerd_shim::Task + Send + Sync> =
-        Arc::new(shim.create_task_service(publisher));
+        Arc::new(shim.task_service(zygote, publisher));
     let v2: HashMap<_, _> = create_task(Arc::clone(&service))
         .into_iter()
         .map(|(name, handler)| (name.replacen(TASK_V3, TASK_V2, 1), handler))

@@ -48,43 +48,31 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Task as TaskApi};
 use nix::sys::signal::Signal;
 
-use crate::cache::CompileCache;
-use crate::engine::Engine;
 use crate::sandbox::oom::OomMonitor;
-use crate::sandbox::{RootfsMount, SandboxRuntime, StdioPaths};
+use crate::sandbox::{RootfsMount, SandboxRuntime, StdioPaths, Zygote};
 use container::TaskConfig;
 use events::ContainerdPublisher;
 use service::{Service, TaskError};
 
-/// The shim's ttrpc task service, generic over the wasm engine it runs tasks with.
-pub struct TaskService<E: Engine> {
-    service: Arc<Service<SandboxRuntime<E>, ContainerdPublisher>>,
+/// The shim's ttrpc task service; its tasks run with the engine of the zygote it is given.
+pub struct TaskService {
+    service: Arc<Service<SandboxRuntime, ContainerdPublisher>>,
 }
 
-impl<E: Engine> TaskService<E> {
-    /// A service that runs tasks with `engine`, keeps sandbox state under `state_root`,
-    /// reads images and publishes events through containerd at `containerd_address` in
-    /// `namespace`, and signals `shutdown` when containerd asks the shim to exit with no task
-    /// left.
+impl TaskService {
+    /// A service that builds its tasks' processes through `zygote`, keeps sandbox state under
+    /// `state_root`, reads images and publishes events through containerd at
+    /// `containerd_address` in `namespace`, and signals `shutdown` when containerd asks the
+    /// shim to exit with no task left.
     pub fn new(
-        engine: E,
+        zygote: Zygote,
         namespace: &str,
         containerd_address: &str,
         state_root: PathBuf,
         publisher: RemotePublisher,
         shutdown: Arc<ExitSignal>,
-    ) -> TaskService<E> {
-        let cache = match CompileCache::open(&CompileCache::root_from_env(), engine.name()) {
-            Ok(cache) => Some(Arc::new(cache)),
-            Err(err) => {
-                log::warn!(
-                    "compile cache {} unusable, compiling at every start: {err}",
-                    CompileCache::root_from_env().display()
-                );
-                None
-            }
-        };
-        let runtime = SandboxRuntime::new(engine, namespace, containerd_address, state_root, cache);
+    ) -> TaskService {
+        let runtime = SandboxRuntime::new(zygote, namespace, containerd_address, state_root);
         let publisher = ContainerdPublisher::new(publisher, namespace.to_string());
         let service = Arc::new_cyclic(|weak: &std::sync::Weak<Service<_, _>>| {
             let mut service = Service::new(runtime, publisher, shutdown);
@@ -157,7 +145,7 @@ fn required_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| TaskError::InvalidArgument(format!("decoding the {what}: {e}")))
 }
 
-impl<E: Engine> TaskApi for TaskService<E> {
+impl TaskApi for TaskService {
     fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
         let view = self
             .service
