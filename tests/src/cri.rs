@@ -559,9 +559,9 @@ impl Node {
         Ok(text)
     }
 
-    /// The shim processes of this node's containerd: pid and command line. A wasm
-    /// container's process is a copy of its shim with the same command line, but in a PID
-    /// namespace of its pod's: only processes in the node's PID namespace count.
+    /// The shim servers of this node's containerd, not their zygotes: pid and command line.
+    /// A wasm container's process is a copy of its shim's zygote with the same command line,
+    /// but in a PID namespace of its pod's: only processes in the node's PID namespace count.
     pub fn shims(&self) -> Vec<(i32, String)> {
         let socket = self.containerd.socket().display().to_string();
         let node_pid_ns = crate::namespace_of(std::process::id() as i32, "pid").ok();
@@ -569,6 +569,7 @@ impl Node {
             .into_iter()
             .filter(|(_, cmdline)| cmdline.contains("containerd-shim") && cmdline.contains(&socket))
             .filter(|(pid, _)| crate::namespace_of(*pid, "pid").ok() == node_pid_ns)
+            .filter(|(pid, _)| !crate::is_zygote(*pid))
             .collect()
     }
 

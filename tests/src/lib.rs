@@ -1231,6 +1231,15 @@ impl Drop for RunningCtr {
     }
 }
 
+/// The process name a shim's zygote takes (`/proc/PID/comm`); it keeps the shim's command
+/// line.
+pub const ZYGOTE_NAME: &str = "kwasi-zygote";
+
+/// Whether process `pid` is a shim's zygote, which container processes are cloned from.
+pub fn is_zygote(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == ZYGOTE_NAME)
+}
+
 /// Every process's pid and command line (arguments joined by spaces, with a trailing space).
 pub fn processes() -> Vec<(i32, String)> {
     let mut out = Vec::new();

@@ -1504,6 +1504,7 @@ fn the_exit_of_a_task_whose_shim_was_killed_reaches_containerd(shim: &Shim) {
         .into_iter()
         .find(|(pid, cmdline)| {
             *pid != guest
+                && !is_zygote(*pid)
                 && cmdline.contains(&format!("containerd-shim-{}-v1", shim.engine))
                 && cmdline.contains(&c.socket().display().to_string())
                 && namespace_of(*pid, "pid").ok()

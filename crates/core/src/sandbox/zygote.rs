@@ -174,10 +174,13 @@ fn serve<E: Engine>(
     engine: E,
     cache: Option<Arc<CompileCache>>,
 ) -> i32 {
-    // SAFETY: prctl, signal and dup2 take no pointer. The zygote dies with the shim; the
-    // kernel reaps its workers (a worker sets SIGCHLD back before it waits for its own
-    // children); and stdout, which containerd may read until every holder closes it, is let go.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string that outlives the call; the other
+    // calls take no pointer. The zygote is named (`ps -e` shows `kwasi-zygote`; its command
+    // line stays the shim's) and dies with the shim; the kernel reaps its workers (a worker
+    // sets SIGCHLD back before it waits for its own children); and stdout, which containerd
+    // may read until every holder closes it, is let go.
     unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"kwasi-zygote".as_ptr(), 0, 0, 0);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
         libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO);
