@@ -99,6 +99,14 @@ component = "hello"
 route = "/api/..."
 component = "api"
 
+[[trigger.http]]
+route = "/users/:user_id/posts/:post"
+component = "hello"
+
+[[trigger.http]]
+route = "/users/me"
+component = "api"
+
 [component.hello]
 source = "echo.wasm"
 
@@ -179,6 +187,29 @@ fn a_spin_toml_in_the_rootfs_routes_each_request_to_its_component() {
     );
     assert_eq!(app.get("/nowhere").0, 404);
     assert_eq!(app.get("/.well-known/spin/health"), (200, "OK".to_string()));
+    app.stop();
+}
+
+#[test]
+fn a_named_route_segment_reaches_the_component_as_a_path_match_header() {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-named:v1", ROUTES_TOML);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+
+    let (status, body) = app.get("/users/42/posts/hello");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(field(&body, "spin-path-match-user-id"), "42");
+    assert_eq!(field(&body, "spin-path-match-post"), "hello");
+    assert_eq!(
+        field(&body, "spin-matched-route"),
+        "/users/:user_id/posts/:post"
+    );
+    assert_eq!(
+        app.get("/users/me"),
+        (200, "hello from kwasi\n".to_string()),
+        "a literal segment beats a named one"
+    );
+    assert_eq!(app.get("/users/42").0, 404);
     app.stop();
 }
 

@@ -1,6 +1,7 @@
-//! HTTP routes, as Spin matches them: an exact path, or a prefix ending in `/...` that
-//! matches the prefix and everything below it. An exact route beats a wildcard one, and the
-//! longest wildcard prefix wins, whatever the order of the triggers. Two triggers with the
+//! HTTP routes, as Spin matches them (with the same crate, `routefinder`): an exact path, a
+//! prefix ending in `/...` that matches the prefix and everything below it, and named segments
+//! (`/users/:id`) that match any one segment. Segment by segment, a literal beats a named
+//! segment, which beats a wildcard, whatever the order of the triggers. Two triggers with the
 //! same route are refused, and so is a route under `/.well-known/spin/`, which the host
 //! answers itself.
 
@@ -20,13 +21,15 @@ pub enum RouteError {
         /// The other.
         second: String,
     },
-    /// The route has a named segment (`:name`), which kwasi does not match.
-    #[error("trigger {trigger}: route {route} has a named segment (`:name`), which kwasi does not support; use a `/...` wildcard")]
-    NamedSegment {
+    /// The route is not a path pattern.
+    #[error("trigger {trigger}: route {route} is malformed: {reason}")]
+    Malformed {
         /// The trigger.
         trigger: String,
         /// Its route.
         route: String,
+        /// What the pattern parser said.
+        reason: String,
     },
     /// The route is under the host's own prefix.
     #[error("trigger {trigger}: route {route} is under {WELL_KNOWN_PREFIX}, which Spin reserves")]
@@ -68,7 +71,8 @@ impl<T> Route<T> {
     }
 }
 
-/// A request's route and the part of its path below the route's prefix.
+/// A request's route, the part of its path below the route's prefix, and the segments its
+/// named segments matched.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Match<'a, T> {
     /// The route.
@@ -76,12 +80,17 @@ pub struct Match<'a, T> {
     /// The path below a wildcard route's prefix (`/bar` for `/foo/bar` on `/foo/...`);
     /// empty for an exact route.
     pub path_info: String,
+    /// Each named segment of the route and what it matched (`("id", "42")` for `/users/42`
+    /// on `/users/:id`), in the route's order.
+    pub named: Vec<(String, String)>,
 }
 
 /// The routes of an app's HTTP triggers.
 #[derive(Debug)]
 pub struct Router<T> {
     routes: Vec<Route<T>>,
+    /// Each route's pattern, leading to its index in `routes`.
+    finder: routefinder::Router<usize>,
 }
 
 /// A route with a leading `/` and without a trailing one.
@@ -110,17 +119,13 @@ impl<T> Router<T> {
         triggers: impl IntoIterator<Item = (String, String, T)>,
     ) -> Result<Router<T>, RouteError> {
         let mut routes: Vec<Route<T>> = Vec::new();
+        let mut finder = routefinder::Router::new();
         for (trigger, raw, target) in triggers {
             let pattern = pattern_of(&raw);
-            let path = match &pattern {
-                Pattern::Exact(p) | Pattern::Prefix(p) => p.clone(),
+            let (path, spec) = match &pattern {
+                Pattern::Exact(p) => (p.clone(), p.clone()),
+                Pattern::Prefix(p) => (p.clone(), format!("{p}/*")),
             };
-            if path.split('/').any(|segment| segment.starts_with(':')) {
-                return Err(RouteError::NamedSegment {
-                    trigger,
-                    route: raw,
-                });
-            }
             if format!("{path}/").starts_with(WELL_KNOWN_PREFIX) {
                 return Err(RouteError::Reserved {
                     trigger,
@@ -134,6 +139,13 @@ impl<T> Router<T> {
                     second: trigger,
                 });
             }
+            if let Err(reason) = finder.add(spec, routes.len()) {
+                return Err(RouteError::Malformed {
+                    trigger,
+                    route: raw,
+                    reason,
+                });
+            }
             routes.push(Route {
                 raw,
                 target,
@@ -141,7 +153,7 @@ impl<T> Router<T> {
                 pattern,
             });
         }
-        Ok(Router { routes })
+        Ok(Router { routes, finder })
     }
 
     /// The same routes, each leading to what `f` makes of its target; the first error of `f`
@@ -156,41 +168,39 @@ impl<T> Router<T> {
                 pattern: r.pattern,
             });
         }
-        Ok(Router { routes })
+        Ok(Router {
+            routes,
+            finder: self.finder,
+        })
     }
 
-    /// The route `path` goes to, if any: an exact route, else the wildcard route with the
-    /// longest prefix.
+    /// The route `path` goes to, if any: the best match, segment by segment.
     pub fn route(&self, path: &str) -> Option<Match<'_, T>> {
-        let trimmed = match path.trim_end_matches('/') {
-            "" => "/",
-            trimmed => trimmed,
-        };
-        if let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| matches!(&r.pattern, Pattern::Exact(p) if p == trimmed))
-        {
-            return Some(Match {
-                route,
-                path_info: String::new(),
-            });
-        }
-        self.routes
-            .iter()
-            .filter_map(|route| match &route.pattern {
-                Pattern::Prefix(prefix) if prefix.is_empty() => Some((route, path)),
-                Pattern::Prefix(prefix) => {
-                    let rest = path.strip_prefix(prefix.as_str())?;
-                    (rest.is_empty() || rest.starts_with('/')).then_some((route, rest))
+        let found = self.finder.best_match(path)?;
+        let route = self.routes.get(*found)?;
+        let captures = found.captures();
+        let path_info = match (&route.pattern, captures.wildcard()) {
+            (Pattern::Prefix(_), Some(below)) => {
+                // What the wildcard matched, without its slashes: put them back as the
+                // request had them.
+                match (below.is_empty(), path.ends_with('/')) {
+                    (true, false) => String::new(),
+                    (true, true) => "/".to_string(),
+                    (false, false) => format!("/{below}"),
+                    (false, true) => format!("/{below}/"),
                 }
-                Pattern::Exact(_) => None,
-            })
-            .max_by_key(|(route, _)| route.component_route().len())
-            .map(|(route, rest)| Match {
-                route,
-                path_info: rest.to_string(),
-            })
+            }
+            _ => String::new(),
+        };
+        let named = captures
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        Some(Match {
+            route,
+            path_info,
+            named,
+        })
     }
 }
 
@@ -293,6 +303,42 @@ mod tests {
                 .unwrap_err(),
             "no"
         );
+    }
+
+    #[test]
+    fn a_named_segment_matches_one_segment_and_names_it() {
+        let r = router(&["/users/:id", "/users/:id/posts/:post"]);
+        let m = r.route("/users/42").unwrap();
+        assert_eq!(m.route.target, 0);
+        assert_eq!(m.named, [("id".to_string(), "42".to_string())]);
+        let m = r.route("/users/7/posts/hello").unwrap();
+        assert_eq!(m.route.target, 1);
+        assert_eq!(
+            m.named,
+            [
+                ("id".to_string(), "7".to_string()),
+                ("post".to_string(), "hello".to_string())
+            ]
+        );
+        assert_eq!(target(&r, "/users"), None);
+        assert_eq!(target(&r, "/users/7/posts"), None);
+    }
+
+    #[test]
+    fn a_literal_segment_beats_a_named_one_which_beats_a_wildcard() {
+        let r = router(&["/users/...", "/users/:id", "/users/me"]);
+        assert_eq!(target(&r, "/users/me"), Some((2, String::new())));
+        assert_eq!(target(&r, "/users/you"), Some((1, String::new())));
+        assert_eq!(target(&r, "/users/you/more"), Some((0, "/you/more".into())));
+    }
+
+    #[test]
+    fn a_named_segment_before_a_wildcard_names_it_and_keeps_the_rest() {
+        let r = router(&["/files/:bucket/..."]);
+        let m = r.route("/files/photos/2026/x.png").unwrap();
+        assert_eq!(m.named, [("bucket".to_string(), "photos".to_string())]);
+        assert_eq!(m.path_info, "/2026/x.png");
+        assert_eq!(m.route.component_route(), "/files/:bucket");
     }
 
     #[test]
