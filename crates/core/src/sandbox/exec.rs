@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context, Result};
 use oci_spec::runtime::LinuxSeccomp;
 
 use super::executor::WasmExecutor;
-use super::zygote::{Process, Request, Zygote};
+use super::zygote::{Process, Zygote};
 use super::{ProcessIo, ProcessStdio};
 use crate::engine::Engine;
 use crate::task::container::ExecConfig;
@@ -49,19 +49,19 @@ fn start(
     config: &ExecConfig,
     process_file: &Path,
 ) -> Result<(i32, ProcessIo)> {
-    let (stdio, io, console) = ProcessIo::open(state_root, &config.stdio, config.terminal)?;
-    let request = Request {
-        id: id.to_string(),
-        state_root: state_root.to_path_buf(),
-        process: Process::Exec {
-            process_file: process_file.to_path_buf(),
-            seccomp,
-        },
-        console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+    let process = Process::Exec {
+        process_file: process_file.to_path_buf(),
+        seccomp,
     };
-    let pid = zygote.build(request, stdio, None)?;
-    let io = io.with_console(console, &config.stdio)?;
-    Ok((pid, io))
+    super::launch(
+        zygote,
+        id,
+        state_root,
+        process,
+        &config.stdio,
+        config.terminal,
+        None,
+    )
 }
 
 /// In a zygote's worker: creates the exec process of `process_file` in container `id`, run by

@@ -155,21 +155,45 @@ impl SandboxRuntime {
     ) -> Result<(Libcontainer, ProcessIo)> {
         std::fs::create_dir_all(&self.state_root)
             .with_context(|| format!("creating {}", self.state_root.display()))?;
-        let (stdio, io, console) = ProcessIo::open(&self.state_root, &task.stdio, task.terminal)?;
-        let request = zygote::Request {
-            id: task.id.clone(),
-            state_root: self.state_root.clone(),
-            process: zygote::Process::Init {
-                bundle: bundle.to_path_buf(),
-                systemd: options.systemd_cgroup,
-            },
-            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+        let init = zygote::Process::Init {
+            bundle: bundle.to_path_buf(),
+            systemd: options.systemd_cgroup,
         };
-        self.zygote.build(request, stdio, content)?;
+        let (_, io) = launch(
+            &self.zygote,
+            &task.id,
+            &self.state_root,
+            init,
+            &task.stdio,
+            task.terminal,
+            content,
+        )?;
         let container = Libcontainer::load(self.state_root.join(&task.id))
             .map_err(|e| anyhow!("reading the state of container {}: {e}", task.id))?;
-        Ok((container, io.with_console(console, &task.stdio)?))
+        Ok((container, io))
     }
+}
+
+/// Starts `process` in container `id` (its state under `state_root`) through `zygote`, with
+/// its stdio (`stdio`'s fifos, or a terminal) and, for an init process, the image's layers;
+/// returns its pid and the shim's hold on its stdio.
+fn launch(
+    zygote: &Zygote,
+    id: &str,
+    state_root: &Path,
+    process: zygote::Process,
+    stdio: &StdioPaths,
+    terminal: bool,
+    image: Option<&ImageContent>,
+) -> Result<(i32, ProcessIo)> {
+    let (process_stdio, io, console) = ProcessIo::open(state_root, stdio, terminal)?;
+    let request = zygote::Request {
+        id: id.to_string(),
+        state_root: state_root.to_path_buf(),
+        process,
+    };
+    let pid = zygote.build(request, process_stdio, image)?;
+    Ok((pid, io.with_console(console, stdio)?))
 }
 
 /// In a zygote's worker: creates container `id` from `bundle` (its state under `state_root`),
@@ -249,17 +273,23 @@ impl ProcessIo {
         state_root: &Path,
         stdio: &StdioPaths,
         terminal: bool,
-    ) -> Result<(Option<[OwnedFd; 3]>, ProcessIo, Option<ConsoleSocket>)> {
+    ) -> Result<(ProcessStdio, ProcessIo, Option<ConsoleSocket>)> {
         if terminal {
             let socket = ConsoleSocket::bind(state_root)?;
-            return Ok((None, ProcessIo::default(), Some(socket)));
+            let stdio = ProcessStdio::Terminal(socket.path().to_path_buf());
+            return Ok((stdio, ProcessIo::default(), Some(socket)));
         }
         let open = stdio.open()?;
         let io = ProcessIo {
             stdin_writer: open.stdin_writer,
             console: None,
         };
-        Ok((Some([open.stdin, open.stdout, open.stderr]), io, None))
+        let stdio = ProcessStdio::Streams {
+            stdin: open.stdin,
+            stdout: open.stdout,
+            stderr: open.stderr,
+        };
+        Ok((stdio, io, None))
     }
 
     /// Takes the terminal's master from `socket`, if the process has a terminal.

@@ -46,7 +46,6 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// The shim's handle on its zygote. Requests may come from any thread, several at a time.
 pub struct Zygote {
     socket: OwnedFd,
-    pid: Pid,
 }
 
 /// What the shim asks the zygote to build.
@@ -58,8 +57,6 @@ pub(crate) struct Request {
     pub(crate) state_root: PathBuf,
     /// The process.
     pub(crate) process: Process,
-    /// Where libcontainer sends the terminal's master, for a process with a terminal.
-    pub(crate) console_socket: Option<PathBuf>,
 }
 
 /// Which process a [`Request`] builds.
@@ -81,11 +78,13 @@ pub(crate) enum Process {
     },
 }
 
-/// The header of a request's message: which descriptors follow the answer socket.
+/// The header of a request's message, which says what follows the answer socket: the
+/// process's three stdio descriptors unless it has a terminal (`terminal`: the console socket
+/// libcontainer sends the terminal's master to), then the image's memfd if `image`.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     request: Request,
-    stdio: bool,
+    terminal: Option<PathBuf>,
     image: bool,
 }
 
@@ -115,10 +114,7 @@ impl Zygote {
         // SAFETY: the process has one thread (checked above); the child runs the zygote's
         // loop and ends with `_exit`, never returning into the caller.
         match unsafe { fork() }.context("forking the zygote")? {
-            ForkResult::Parent { child } => Ok(Zygote {
-                socket: ours,
-                pid: child,
-            }),
+            ForkResult::Parent { .. } => Ok(Zygote { socket: ours }),
             ForkResult::Child => {
                 drop(ours);
                 let code = serve(theirs, shim, engine, cache);
@@ -128,30 +124,35 @@ impl Zygote {
         }
     }
 
-    /// The zygote's pid.
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
-    }
-
-    /// Builds the process `request` asks for, with `stdio` (unless it has a terminal) and the
-    /// image's layers, and returns its pid once libcontainer has created it.
+    /// Builds the process `request` asks for, with `stdio` and the image's layers, and returns
+    /// its pid once libcontainer has created it.
     pub(crate) fn build(
         &self,
         request: Request,
-        stdio: Option<[OwnedFd; 3]>,
+        stdio: ProcessStdio,
         image: Option<&ImageContent>,
     ) -> Result<i32> {
         let (answer, answer_theirs) =
             seqpacket_pair().context("creating a socket for the zygote's answer")?;
         let image = image.map(write_image).transpose()?;
+        let mut fds = vec![answer_theirs.as_raw_fd()];
+        let terminal = match &stdio {
+            ProcessStdio::Terminal(socket) => Some(socket.clone()),
+            ProcessStdio::Streams {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                fds.extend([stdin, stdout, stderr].map(AsRawFd::as_raw_fd));
+                None
+            }
+        };
+        fds.extend(image.iter().map(AsRawFd::as_raw_fd));
         let envelope = Envelope {
             request,
-            stdio: stdio.is_some(),
+            terminal,
             image: image.is_some(),
         };
-        let mut fds = vec![answer_theirs.as_raw_fd()];
-        fds.extend(stdio.iter().flatten().map(AsRawFd::as_raw_fd));
-        fds.extend(image.iter().map(AsRawFd::as_raw_fd));
         let json = serde_json::to_vec(&envelope).context("encoding the zygote's request")?;
         send(&self.socket, &json, &fds).context("asking the zygote (is it still running?)")?;
         // Only the worker holds the answer's other end now: its exit ends the wait.
@@ -241,25 +242,19 @@ fn work<E: Engine>(
         fds.next()
             .ok_or_else(|| anyhow!("the shim's request came without {what}"))
     };
-    let stdio = if envelope.stdio {
-        Some([next("stdin")?, next("stdout")?, next("stderr")?])
-    } else {
-        None
+    let stdio = match envelope.terminal {
+        Some(socket) => ProcessStdio::Terminal(socket),
+        None => ProcessStdio::Streams {
+            stdin: next("stdin")?,
+            stdout: next("stdout")?,
+            stderr: next("stderr")?,
+        },
     };
     let image = match envelope.image {
         true => Some(Arc::new(read_image(next("the image")?)?)),
         false => None,
     };
     let request = envelope.request;
-    let stdio = match (stdio, request.console_socket) {
-        (_, Some(socket)) => ProcessStdio::Terminal(socket),
-        (Some([stdin, stdout, stderr]), None) => ProcessStdio::Streams {
-            stdin,
-            stdout,
-            stderr,
-        },
-        (None, None) => bail!("the shim's request has neither stdio nor a terminal"),
-    };
     match request.process {
         Process::Init { bundle, systemd } => {
             let executor = WasmExecutor::new(engine.clone(), cache.clone(), image);
