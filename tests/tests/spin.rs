@@ -149,6 +149,10 @@ fn spin_toml_image_with(
             "/app/legacy-http.wasm",
         ),
     ];
+    // Only the apps that use it carry the 24 MB Python component.
+    if toml.contains("py.wasm") {
+        files.push(file(guests_dir().join("spin/py/app.wasm"), "/app/py.wasm"));
+    }
     for (path, text) in extra {
         let local = dir.join("extra").join(path);
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
@@ -911,8 +915,8 @@ fn a_malformed_spin_toml_fails_create() {
 }
 
 /// A component that imports Spin's key-value interface, which kwasi does not provide yet.
-const KV_COMPONENT: &str = r#"(component
-  (import "spin:key-value/key-value@3.0.0" (instance
+const BLOB_COMPONENT: &str = r#"(component
+  (import "wasi:blobstore/blobstore@0.2.0-draft-2024-09-01" (instance
     (export "exists" (func (param "key" string) (result bool)))
   ))
 )"#;
@@ -920,19 +924,109 @@ const KV_COMPONENT: &str = r#"(component
 #[test]
 fn a_component_importing_an_interface_kwasi_lacks_fails_create_naming_it() {
     let c = containerd();
-    let kv = wasm_layer(wat::parse_str(KV_COMPONENT).unwrap());
+    let blob = wasm_layer(wat::parse_str(BLOB_COMPONENT).unwrap());
     let locked = json!({
         "spin_lock_version": 0,
-        "triggers": [{"id": "kv", "trigger_type": "http",
-                      "trigger_config": {"component": "kv", "route": "/..."}}],
-        "components": [{"id": "kv", "source": {"content_type": "application/wasm",
-                                                "digest": kv.digest()}}],
+        "triggers": [{"id": "blob", "trigger_type": "http",
+                      "trigger_config": {"component": "blob", "route": "/..."}}],
+        "components": [{"id": "blob", "source": {"content_type": "application/wasm",
+                                                  "digest": blob.digest()}}],
     });
-    import(&c, "kwasi.test/spin-kv:v1", vec![kv], &locked).unwrap();
+    import(&c, "kwasi.test/spin-blob:v1", vec![blob], &locked).unwrap();
     assert_refused(
         &c,
-        "kwasi.test/spin-kv:v1",
+        "kwasi.test/spin-blob:v1",
         &[],
-        "spin:key-value/key-value@3.0.0",
+        "wasi:blobstore/blobstore@0.2.0-draft-2024-09-01",
+    );
+}
+
+/// The Python app (tests/guests/spin/py): one component of Spin's Python SDK 5, which
+/// exports `wasi:http/handler@0.3.0` and imports every interface of Spin's platform.
+fn python_toml(upstream: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+
+[application]
+name = "python"
+
+[variables]
+greeting = {{ default = "hello" }}
+
+[[trigger.http]]
+route = "/py/..."
+component = "py"
+
+[component.py]
+source = "py.wasm"
+key_value_stores = ["default"]
+allowed_outbound_hosts = ["{upstream}"]
+variables = {{ greeting = "{{{{ greeting }}}} from Python" }}
+"#
+    )
+}
+
+/// Serves the Python app, allowed to reach `upstream`, with the `KEY=VALUE` variables of `env`.
+fn serve_python(upstream: &str, env: &[&str]) -> Served {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-python:v1", &python_toml(upstream));
+    Served::start_with(c, Shim::SPIN, &image, &["/app/spin.toml"], env)
+}
+
+#[test]
+fn a_spin_sdk_5_python_app_answers_through_wasi_http_0_3() {
+    let app = serve_python("http://127.0.0.1:1", &[]);
+    assert_eq!(
+        app.get("/py/hello"),
+        (200, "Hello from Python at /py/hello".to_string())
+    );
+    assert_eq!(app.get("/nowhere").0, 404);
+    app.stop();
+}
+
+#[test]
+fn a_python_app_keeps_key_value_across_requests_and_reads_variables_through_spin_3_interfaces() {
+    let app = serve_python("http://127.0.0.1:1", &["SPIN_VARIABLE_GREETING=howdy"]);
+    for n in 1..=3 {
+        assert_eq!(app.get("/py/count"), (200, format!("count {n}")));
+    }
+    assert_eq!(app.get("/py/var"), (200, "howdy from Python".to_string()));
+    assert_eq!(
+        app.get("/py/config"),
+        (200, "howdy from Python".to_string())
+    );
+    app.stop();
+}
+
+#[test]
+fn a_python_app_reaches_an_allowed_host_through_wasi_http_0_3_and_is_refused_another() {
+    let allowed = http::Upstream::start("upstream says hi").unwrap();
+    let other = http::Upstream::start("not allowed").unwrap();
+    let app = serve_python(&format!("http://{}", allowed.addr), &[]);
+    assert_eq!(
+        app.get(&format!("/py/fetch?url=http://{}/x", allowed.addr)),
+        (200, "fetched 200: upstream says hi".to_string())
+    );
+    let (status, body) = app.get(&format!("/py/fetch?url=http://{}/x", other.addr));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(
+        other.connections(),
+        0,
+        "the refused request reached its host"
+    );
+    app.stop();
+}
+
+#[test]
+fn a_call_to_a_spin_interface_kwasi_does_not_provide_fails_the_request_naming_it() {
+    let app = serve_python("http://127.0.0.1:1", &[]);
+    assert_eq!(app.get("/py/mysql").0, 500);
+    assert_eq!(app.get("/py/hello").0, 200, "the app stopped serving");
+    let (_, out) = app.stop_with_output();
+    assert!(
+        out.stderr
+            .contains("spin:mysql/mysql@3.0.0#[static]connection.open is not provided by kwasi"),
+        "{out:?}"
     );
 }

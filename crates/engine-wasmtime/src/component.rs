@@ -1,5 +1,6 @@
-//! WASI preview 2 components: `wasi:cli/run` commands and `wasi:http/incoming-handler`
-//! services.
+//! Components: `wasi:cli/run` commands and HTTP services, of WASI 0.2
+//! (`wasi:http/incoming-handler`) or WASI 0.3 (`wasi:http/handler`, whose functions are
+//! `async` and run on wasmtime's component-model concurrency).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,12 +9,12 @@ use kwasi_core::engine::{EngineError, Workload};
 use kwasi_core::http::{Admission, HttpConfig, RequestBody, Resources};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::{one_line, outcome, wasi_builder};
 
@@ -22,7 +23,8 @@ use crate::{one_line, outcome, wasi_builder};
 pub(crate) enum World {
     /// It exports `wasi:cli/run`: it runs once, like a module's `_start`.
     Command,
-    /// It exports `wasi:http/incoming-handler`: it answers HTTP requests.
+    /// It exports `wasi:http/incoming-handler` (WASI 0.2) or `wasi:http/handler` (WASI 0.3):
+    /// it answers HTTP requests.
     Service,
 }
 
@@ -40,7 +42,8 @@ impl World {
                 .iter()
                 .any(|name| name.split('@').next() == Some(interface))
         };
-        if exports_interface("wasi:http/incoming-handler") {
+        if exports_interface("wasi:http/incoming-handler") || exports_interface("wasi:http/handler")
+        {
             Some(World::Service)
         } else if exports_interface("wasi:cli/run") {
             Some(World::Command)
@@ -120,6 +123,15 @@ pub trait Extension: Clone + Send + Sync + 'static {
         let _ = state;
         None
     }
+
+    /// Whether a component may import `interface` (its full name, `spin:mqtt/mqtt@3.0.0`)
+    /// although [`Extension::add_to_linker`] does not provide it: its functions are then
+    /// linked to ones that fail the call, naming the function. The default accepts none, so
+    /// that an import nothing provides fails linking, naming the interface.
+    fn accepts_missing_import(interface: &str) -> bool {
+        let _ = interface;
+        false
+    }
 }
 
 /// No host interfaces beyond WASI and `wasi:http`.
@@ -139,15 +151,66 @@ fn linker<S: Send + 'static>(
 ) -> Result<Linker<Host<S>>, EngineError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
         .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
     if with_http {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
             .map_err(|e| EngineError::Other(format!("linking wasi:http: {e:#}")))?;
     }
     Ok(linker)
 }
 
-/// Runs a `wasi:cli/run` component to completion and returns its exit code.
+/// Links each instance `component` imports that `accepted` names, to functions that fail
+/// the call naming themselves, and to resource types of the host's that nothing creates.
+fn link_accepted_imports<S: Send + 'static>(
+    linker: &mut Linker<Host<S>>,
+    component: &Component,
+    accepted: fn(&str) -> bool,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::ResourceType;
+
+    /// The resources of interfaces kwasi does not provide: none is ever made.
+    struct NotProvided;
+
+    let engine = linker.engine().clone();
+    for (interface, import) in component.component_type().imports(&engine) {
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            continue;
+        };
+        if !accepted(interface) {
+            continue;
+        }
+        let mut linked = linker.instance(interface)?;
+        for (name, export) in instance.exports(&engine) {
+            let called = format!("{interface}#{name}");
+            match export.ty {
+                ComponentItem::ComponentFunc(func) if func.async_() => {
+                    linked.func_new_concurrent(name, move |_, _, _, _| {
+                        let called = called.clone();
+                        Box::pin(async move { Err(not_provided(&called)) })
+                    })?
+                }
+                ComponentItem::ComponentFunc(_) => {
+                    linked.func_new(name, move |_, _, _, _| Err(not_provided(&called)))?
+                }
+                ComponentItem::Resource(_) => {
+                    linked.resource(name, ResourceType::host::<NotProvided>(), |_, _| Ok(()))?
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error of a call to a function kwasi does not provide.
+fn not_provided(called: &str) -> wasmtime::Error {
+    wasmtime::format_err!("{called} is not provided by kwasi")
+}
+
+/// Runs a `wasi:cli/run` component (WASI 0.2 or 0.3) to completion and returns its exit code.
 pub(crate) fn run_command(
     engine: &wasmtime::Engine,
     component: &Component,
@@ -158,12 +221,34 @@ pub(crate) fn run_command(
         .enable_all()
         .build()
         .map_err(|e| EngineError::Other(format!("starting the async runtime: {e}")))?;
+    let pre = linker(engine, true)?
+        .instantiate_pre(component)
+        .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
+    let instantiating =
+        |e: wasmtime::Error| EngineError::Other(format!("instantiating: {}", one_line(&e)));
     runtime.block_on(async {
         let mut store = Store::new(engine, Host::new(wasi, (), |_| None));
-        let command = Command::instantiate_async(&mut store, component, &linker(engine, true)?)
-            .await
-            .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
-        match command.wasi_cli_run().call_run(&mut store).await {
+        let ran = match wasmtime_wasi::p2::bindings::CommandPre::new(pre.clone()) {
+            Ok(command) => {
+                let command = command
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiating)?;
+                command.wasi_cli_run().call_run(&mut store).await
+            }
+            Err(_) => {
+                let command = wasmtime_wasi::p3::bindings::CommandPre::new(pre)
+                    .map_err(instantiating)?
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiating)?;
+                store
+                    .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+                    .await
+                    .and_then(|ran| ran)
+            }
+        };
+        match ran {
             Ok(Ok(())) => Ok(0),
             // `run` returned `err`: the command failed without an exit code of its own.
             Ok(Err(())) => Ok(1),
@@ -172,7 +257,7 @@ pub(crate) fn run_command(
     })
 }
 
-/// Serves a `wasi:http/incoming-handler` component until SIGTERM, one fresh instance per
+/// Serves an HTTP component until SIGTERM, one fresh instance per
 /// request, and returns the task's exit code.
 pub(crate) fn serve(
     engine: &wasmtime::Engine,
@@ -236,6 +321,7 @@ impl<X: Extension> LinkedComponent<X> {
     ) -> Result<LinkedComponent<X>, EngineError> {
         let mut linker = linker(engine, true)?;
         X::add_to_linker(&mut linker)
+            .and_then(|()| link_accepted_imports(&mut linker, component, X::accepts_missing_import))
             .map_err(|e| EngineError::Other(format!("linking host interfaces: {e:#}")))?;
         let pre = linker.instantiate_pre(component).map_err(|e| {
             EngineError::Other(format!("preparing the component: {}", one_line(&e)))
@@ -290,19 +376,37 @@ impl<X: Extension> LinkedComponent<X> {
     }
 }
 
-/// A `wasi:http/incoming-handler` component, linked and ready to answer requests, each in a
-/// fresh instance. It is the [`kwasi_core::http::Handler`] of a plain HTTP component, and the
-/// building block of applications that route requests to several components.
+/// An HTTP component, linked and ready to answer requests, each in a fresh instance: a
+/// WASI 0.2 `wasi:http/incoming-handler` or a WASI 0.3 `wasi:http/handler`. It is the
+/// [`kwasi_core::http::Handler`] of a plain HTTP component, and the building block of
+/// applications that route requests to several components.
 pub struct HttpService<X: Extension = ()> {
     linked: LinkedComponent<X>,
-    proxy: ProxyPre<Host<X::State>>,
+    handler: HandlerPre<X::State>,
+}
+
+/// The HTTP handler a component exports, by WASI version.
+enum HandlerPre<S: 'static> {
+    /// `wasi:http/incoming-handler@0.2`: the response goes out through a `response-outparam`.
+    P2(ProxyPre<Host<S>>),
+    /// `wasi:http/handler@0.3`: an `async` function that returns the response.
+    P3(ServicePre<Host<S>>),
+}
+
+impl<S> Clone for HandlerPre<S> {
+    fn clone(&self) -> Self {
+        match self {
+            HandlerPre::P2(pre) => HandlerPre::P2(pre.clone()),
+            HandlerPre::P3(pre) => HandlerPre::P3(pre.clone()),
+        }
+    }
 }
 
 impl<X: Extension> Clone for HttpService<X> {
     fn clone(&self) -> Self {
         HttpService {
             linked: self.linked.clone(),
-            proxy: self.proxy.clone(),
+            handler: self.handler.clone(),
         }
     }
 }
@@ -314,12 +418,22 @@ pub type ResponseBody = HyperOutgoingBody;
 pub type ResponseBodyError = wasmtime_wasi_http::Error;
 
 impl<X: Extension> HttpService<X> {
-    /// The service of `linked`, which must export `wasi:http/incoming-handler`.
+    /// The service of `linked`, which must export `wasi:http/incoming-handler@0.2` or
+    /// `wasi:http/handler@0.3`.
     pub fn new(linked: LinkedComponent<X>) -> Result<HttpService<X>, EngineError> {
-        let proxy = ProxyPre::new(linked.pre.clone()).map_err(|e| {
-            EngineError::Other(format!("preparing the component: {}", one_line(&e)))
-        })?;
-        Ok(HttpService { linked, proxy })
+        let handler = match ProxyPre::new(linked.pre.clone()) {
+            Ok(pre) => HandlerPre::P2(pre),
+            Err(p2) => match ServicePre::new(linked.pre.clone()) {
+                Ok(pre) => HandlerPre::P3(pre),
+                Err(_) => {
+                    return Err(EngineError::Other(format!(
+                        "preparing the component: {}",
+                        one_line(&p2)
+                    )))
+                }
+            },
+        };
+        Ok(HttpService { linked, handler })
     }
 }
 
@@ -346,47 +460,118 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
         request: hyper::Request<RequestBody>,
         admission: Admission,
     ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        let mut store = self.linked.new_store()?;
+        let store = self.linked.new_store()?;
         let request = request.map(|body| {
-            http_body_util::BodyExt::map_err(body, |err| match err {
+            let body = http_body_util::BodyExt::map_err(body, |err| match err {
                 kwasi_core::http::BodyError::TooLarge { limit } => {
                     wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
                 }
                 kwasi_core::http::BodyError::Hyper(err) => wasmtime_wasi_http::Error::Hyper(err),
-            })
+            });
+            http_body_util::BodyExt::boxed_unsync(body)
         });
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (request, response_out) = {
-            let mut http = store.data_mut().http();
-            let request = http.new_incoming_request(Scheme::Http, request);
-            let response_out = http.new_response_outparam(sender);
-            (request, response_out)
-        };
-        let request = request.map_err(|e| format!("bad request: {}", one_line(&e)))?;
-        let response_out = response_out.map_err(|e| one_line(&e))?;
-        let pre = self.proxy.clone();
         // The instance runs in a task of its own: it may go on writing the body after the
         // response's head has gone out. It keeps the admission until its store is dropped.
-        let guest = tokio::spawn(async move {
-            let _admission = admission;
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, response_out)
-                .await
-        });
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(format!("the component answered with error {code:?}")),
-            Err(_) => Err(match guest.await {
-                Ok(Ok(())) => "the component returned without setting a response".to_string(),
-                Ok(Err(err)) => match outcome(err) {
-                    Err(EngineError::Trap(trap)) => format!("wasm trap: {trap}"),
-                    Err(other) => other.to_string(),
-                    Ok(code) => format!("the component exited with {code}"),
-                },
-                Err(join) => format!("the request's task failed: {join}"),
-            }),
+        match &self.handler {
+            HandlerPre::P2(pre) => handle_p2(pre.clone(), store, request, admission).await,
+            HandlerPre::P3(pre) => handle_p3(pre.clone(), store, request, admission).await,
         }
+    }
+}
+
+/// A response from a guest, or why there is none.
+type GuestResponse = Result<hyper::Response<HyperOutgoingBody>, String>;
+
+/// Calls `wasi:http/incoming-handler@0.2#handle` in a fresh instance: the guest sends the
+/// response through its `response-outparam`.
+async fn handle_p2<S: Send + 'static>(
+    pre: ProxyPre<Host<S>>,
+    mut store: Store<Host<S>>,
+    request: hyper::Request<WasiBody>,
+    admission: Admission,
+) -> GuestResponse {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (request, response_out) = {
+        let mut http = store.data_mut().http();
+        let request = http.new_incoming_request(Scheme::Http, request);
+        let response_out = http.new_response_outparam(sender);
+        (request, response_out)
+    };
+    let request = request.map_err(|e| format!("bad request: {}", one_line(&e)))?;
+    let response_out = response_out.map_err(|e| one_line(&e))?;
+    let guest = tokio::spawn(async move {
+        let _admission = admission;
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, request, response_out)
+            .await
+    });
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(format!("the component answered with error {code:?}")),
+        Err(_) => Err(no_response(guest.await)),
+    }
+}
+
+/// Calls `wasi:http/handler@0.3#handle` in a fresh instance, on the store's event loop, which
+/// goes on running while the response's body is read: the guest may write it after `handle`
+/// has returned.
+async fn handle_p3<S: Send + 'static>(
+    pre: ServicePre<Host<S>>,
+    mut store: Store<Host<S>>,
+    request: hyper::Request<WasiBody>,
+    admission: Admission,
+) -> GuestResponse {
+    let (sender, receiver) = tokio::sync::oneshot::channel::<GuestResponse>();
+    let guest = tokio::spawn(async move {
+        let _admission = admission;
+        let service = pre.instantiate_async(&mut store).await?;
+        let (request, request_io) =
+            wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, request);
+        store
+            .run_concurrent(async move |accessor| {
+                let response = match service.handle(accessor, request).await? {
+                    Ok(response) => response,
+                    Err(code) => {
+                        let _ =
+                            sender.send(Err(format!("the component answered with error {code:?}")));
+                        return Ok(());
+                    }
+                };
+                let response =
+                    accessor.with(|mut store| response.into_http(&mut store, request_io))?;
+                // `read` is dropped with the body, once it has been read or given up.
+                let (read, body_done) = tokio::sync::oneshot::channel::<()>();
+                let response = response.map(|body| {
+                    let body = http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _ = &read;
+                        frame
+                    });
+                    http_body_util::BodyExt::boxed_unsync(body)
+                });
+                if sender.send(Ok(response)).is_ok() {
+                    let _ = body_done.await;
+                }
+                wasmtime::Result::<()>::Ok(())
+            })
+            .await?
+    });
+    match receiver.await {
+        Ok(response) => response,
+        Err(_) => Err(no_response(guest.await)),
+    }
+}
+
+/// Why a guest's task ended without a response.
+fn no_response(ended: Result<wasmtime::Result<()>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(())) => "the component returned without setting a response".to_string(),
+        Ok(Err(err)) => match outcome(err) {
+            Err(EngineError::Trap(trap)) => format!("wasm trap: {trap}"),
+            Err(other) => other.to_string(),
+            Ok(code) => format!("the component exited with {code}"),
+        },
+        Err(join) => format!("the request's task failed: {join}"),
     }
 }

@@ -1,9 +1,10 @@
 //! # kwasi-engine-wasmtime
 //!
 //! The [`Engine`] of kwasi backed by [wasmtime](https://wasmtime.dev): WASI preview 1 core
-//! modules (`wasmtime-wasi`), and WASI preview 2 components, told apart by their header:
-//! `wasi:cli/run` commands run like modules, `wasi:http/incoming-handler` services are served
-//! over HTTP by [`kwasi_core::http`] with a fresh instance per request.
+//! modules (`wasmtime-wasi`), and WASI 0.2 and 0.3 components, told apart by their header:
+//! `wasi:cli/run` commands run like modules, HTTP services (`wasi:http/incoming-handler@0.2`,
+//! `wasi:http/handler@0.3`) are served over HTTP by [`kwasi_core::http`] with a fresh instance
+//! per request.
 //!
 //! Each `wasmtime::Engine` is created lazily, in the container process, on the first
 //! [`Engine::compile`]: the shim process never holds a compiler. Components get an engine of
@@ -54,6 +55,8 @@ fn base_config() -> wasmtime::Config {
     // Compile on one thread: a container may be given a single CPU, and spawning a thread
     // pool costs more than it saves for most modules.
     config.parallel_compilation(false);
+    // WASI 0.3 components: `async` functions, streams and futures.
+    config.wasm_component_model_async(true);
     config
 }
 
@@ -359,6 +362,33 @@ mod tests {
         };
         assert_eq!(world("http.wasm"), Some(World::Service));
         assert_eq!(world("probe.component.wasm"), Some(World::Command));
+    }
+
+    /// A WASI 0.3 command whose `run` returns `ok` or `err` as `code` says.
+    fn wasi_0_3_command(code: u32) -> WasmBytes {
+        let wat = format!(
+            r#"(component
+                (core module $m (func (export "run") (result i32) i32.const {code}))
+                (core instance $i (instantiate $m))
+                (func $run async (result (result)) (canon lift (core func $i "run")))
+                (instance $run-instance (export "run" (func $run)))
+                (export "wasi:cli/run@0.3.0" (instance $run-instance)))"#
+        );
+        WasmBytes {
+            bytes: wat::parse_str(wat).unwrap(),
+            origin: "wasi-0.3-command".to_string(),
+            sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_wasi_0_3_command_runs_and_its_result_is_the_exit_code() {
+        let engine = WasmtimeEngine::default();
+        for (code, exit) in [(0, 0), (1, 1)] {
+            let compiled = engine.compile(&wasi_0_3_command(code)).unwrap();
+            assert!(engine.exports_entry(&compiled, DEFAULT_ENTRY));
+            assert_eq!(engine.run(compiled, &workload(&["run"])).unwrap(), exit);
+        }
     }
 
     #[test]

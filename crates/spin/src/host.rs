@@ -1,6 +1,7 @@
 //! The Spin host interfaces components get, on top of WASI and `wasi:http`: the bindings of
-//! `fermyon:spin@2.0.0`'s `variables` and `key-value`, and the [`Extension`] that links them
-//! and filters outgoing HTTP requests.
+//! `variables` and `key-value` (`fermyon:spin@2.0.0` and `spin:*@3.0.0`) and `wasi:config`,
+//! and the [`Extension`] that links them with Redis and SQLite, filters outgoing HTTP requests,
+//! and accepts the imports of Spin's platform that kwasi does not provide.
 
 use std::sync::Arc;
 
@@ -15,45 +16,15 @@ use crate::variables::Variables;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
-        inline: r#"
-            package fermyon:spin@2.0.0;
-
-            interface variables {
-                variant error {
-                    invalid-name(string),
-                    undefined(string),
-                    provider(string),
-                    other(string),
-                }
-
-                get: func(name: string) -> result<string, error>;
-            }
-
-            interface key-value {
-                resource store {
-                    open: static func(label: string) -> result<store, error>;
-                    get: func(key: string) -> result<option<list<u8>>, error>;
-                    set: func(key: string, value: list<u8>) -> result<_, error>;
-                    delete: func(key: string) -> result<_, error>;
-                    exists: func(key: string) -> result<bool, error>;
-                    get-keys: func() -> result<list<string>, error>;
-                }
-
-                variant error {
-                    store-table-full,
-                    no-such-store,
-                    access-denied,
-                    other(string),
-                }
-            }
-
-            world host {
-                import variables;
-                import key-value;
-            }
-        "#,
+        path: "spin-wit",
+        world: "kwasi:spin-wit/host",
+        imports: {
+            // Its stream and future are made in the store, which can fail.
+            "spin:key-value/key-value.[method]store.get-keys": trappable,
+        },
         with: {
             "fermyon:spin/key-value.store": crate::key_value::OpenStore,
+            "spin:key-value/key-value.store": crate::key_value::OpenStore,
         },
     });
 }
@@ -75,9 +46,9 @@ impl SpinState {
     pub(crate) fn store(
         &self,
         store: &wasmtime::component::Resource<OpenStore>,
-    ) -> Result<&OpenStore, bindings::fermyon::spin::key_value::Error> {
+    ) -> Result<&OpenStore, bindings::fermyon::spin2_0_0::key_value::Error> {
         self.table.get(store).map_err(|e| {
-            bindings::fermyon::spin::key_value::Error::Other(format!("no such store: {e}"))
+            bindings::fermyon::spin2_0_0::key_value::Error::Other(format!("no such store: {e}"))
         })
     }
 }
@@ -113,14 +84,25 @@ impl Extension for SpinHost {
     type State = SpinState;
 
     fn add_to_linker(linker: &mut Linker<Host<SpinState>>) -> wasmtime::Result<()> {
-        bindings::fermyon::spin::variables::add_to_linker::<_, HasSelf<SpinState>>(
+        bindings::fermyon::spin2_0_0::variables::add_to_linker::<_, HasSelf<SpinState>>(
             linker,
             |host| host.state(),
         )?;
-        bindings::fermyon::spin::key_value::add_to_linker::<_, HasSelf<SpinState>>(
+        bindings::fermyon::spin2_0_0::key_value::add_to_linker::<_, HasSelf<SpinState>>(
             linker,
             |host| host.state(),
         )?;
+        bindings::spin::variables::variables::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
+        bindings::spin::key_value::key_value::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
+        bindings::wasi::config::store::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
+            host.state()
+        })?;
         crate::redis::bindings::outbound::fermyon::spin2_0_0::redis::add_to_linker::<
             _,
             HasSelf<SpinState>,
@@ -150,4 +132,30 @@ impl Extension for SpinHost {
     fn http_hooks(state: &mut SpinState) -> Option<&mut dyn WasiHttpHooks> {
         Some(&mut state.outbound)
     }
+
+    fn accepts_missing_import(interface: &str) -> bool {
+        // WASI 0.3's last release candidate, which spin-sdk 5 imports beside 0.3.0 itself.
+        interface.contains("@0.3.0-rc-")
+            || NOT_PROVIDED
+                .iter()
+                .any(|prefix| interface.starts_with(prefix))
+    }
 }
+
+/// Interfaces of Spin's platform world that kwasi does not provide. A component built with
+/// a current SDK imports all of them (spin-sdk 5 for Python does, whether the app uses them or
+/// not), so they do not fail `create`: a call to one traps, naming it. Any other import kwasi
+/// does not provide still fails `create`.
+const NOT_PROVIDED: &[&str] = &[
+    "fermyon:spin/llm@",
+    "fermyon:spin/mqtt@",
+    "fermyon:spin/mysql@",
+    "fermyon:spin/postgres@",
+    "fermyon:spin/rdbms-types@",
+    "spin:mqtt/",
+    "spin:mysql/",
+    "spin:postgres/",
+    "spin:redis/redis@3.",
+    "spin:sqlite/sqlite@3.",
+    "wasi:keyvalue/",
+];

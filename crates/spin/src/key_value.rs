@@ -1,5 +1,5 @@
 //! Key-value stores, as Spin gives them to components through
-//! `fermyon:spin/key-value@2.0.0`: the `default` store, and any a runtime config defines
+//! `fermyon:spin/key-value@2.0.0` and `spin:key-value/key-value@3.0.0`: the `default` store, and any a runtime config defines
 //! (`[key_value_store.<label>] type = "spin"`), each kept in an SQLite file, as Spin keeps
 //! its own. A component opens only the stores its manifest lists (`key_value_stores`).
 
@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension};
-use wasmtime::component::Resource;
+use wasmtime::component::{Accessor, FutureReader, HasSelf, Resource, StreamReader};
 
-use crate::host::bindings::fermyon::spin::key_value::{Error, Host, HostStore};
+use crate::host::bindings::fermyon::spin2_0_0::key_value::{Error, Host, HostStore};
+use crate::host::bindings::spin::key_value::key_value as v3;
 use crate::host::SpinState;
 
 /// Where the `default` store is kept when no runtime config says otherwise: in the container's
@@ -143,6 +144,97 @@ impl HostStore for SpinState {
     fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
         self.table.delete(store)?;
         Ok(())
+    }
+}
+
+/// `spin:key-value@3.0.0`: the same stores, through `async` functions. Each runs the
+/// `fermyon:spin@2.0.0` operation of the same name.
+impl v3::Host for SpinState {}
+
+impl v3::HostStore for SpinState {
+    fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
+        HostStore::drop(self, store)
+    }
+}
+
+fn v3_error(err: Error) -> v3::Error {
+    match err {
+        Error::StoreTableFull => v3::Error::StoreTableFull,
+        Error::NoSuchStore => v3::Error::NoSuchStore,
+        Error::AccessDenied => v3::Error::AccessDenied,
+        Error::Other(text) => v3::Error::Other(text),
+    }
+}
+
+impl<U> v3::HostStoreWithStore<U> for HasSelf<SpinState> {
+    async fn open(
+        accessor: &Accessor<U, Self>,
+        label: String,
+    ) -> Result<Resource<OpenStore>, v3::Error> {
+        accessor
+            .with(|mut access| HostStore::open(access.get(), label))
+            .map_err(v3_error)
+    }
+
+    async fn get(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, v3::Error> {
+        accessor
+            .with(|mut access| HostStore::get(access.get(), store, key))
+            .map_err(v3_error)
+    }
+
+    async fn set(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), v3::Error> {
+        accessor
+            .with(|mut access| HostStore::set(access.get(), store, key, value))
+            .map_err(v3_error)
+    }
+
+    async fn delete(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> Result<(), v3::Error> {
+        accessor
+            .with(|mut access| HostStore::delete(access.get(), store, key))
+            .map_err(v3_error)
+    }
+
+    async fn exists(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+        key: String,
+    ) -> Result<bool, v3::Error> {
+        accessor
+            .with(|mut access| HostStore::exists(access.get(), store, key))
+            .map_err(v3_error)
+    }
+
+    /// The keys go out as a stream, then whether listing them succeeded.
+    async fn get_keys(
+        accessor: &Accessor<U, Self>,
+        store: Resource<OpenStore>,
+    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), v3::Error>>)> {
+        accessor.with(|mut access| {
+            let (keys, listed) = match HostStore::get_keys(access.get(), store) {
+                Ok(keys) => (keys, Ok(())),
+                Err(err) => (Vec::new(), Err(v3_error(err))),
+            };
+            let keys = StreamReader::new(&mut access, keys)?;
+            let listed =
+                FutureReader::new(
+                    &mut access,
+                    async move { wasmtime::Result::<_>::Ok(listed) },
+                )?;
+            Ok((keys, listed))
+        })
     }
 }
 

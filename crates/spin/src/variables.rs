@@ -1,13 +1,18 @@
 //! Variables, as Spin gives them to components: the app's `[variables]`, each valued from the
 //! container's environment (`SPIN_VARIABLE_<NAME>`, as Spin's environment provider) or its
 //! default, and each component's own `variables`, whose values may refer to the app's as
-//! `{{ name }}`. A component reads its own through `fermyon:spin/variables@2.0.0`.
+//! `{{ name }}`. A component reads its own through `fermyon:spin/variables@2.0.0`,
+//! `spin:variables/variables@3.0.0` or `wasi:config/store`.
 
 use std::collections::BTreeMap;
 
 use crate::locked::Variable;
 
-use crate::host::bindings::fermyon::spin::variables::{self as wit, Error};
+use wasmtime::component::{Accessor, HasSelf};
+
+use crate::host::bindings::fermyon::spin2_0_0::variables::{self as wit, Error};
+use crate::host::bindings::spin::variables::variables as wit3;
+use crate::host::bindings::wasi::config::store as config;
 use crate::host::SpinState;
 
 /// The prefix of the environment variables that give app variables their values.
@@ -114,6 +119,38 @@ fn expand(
 impl wit::Host for SpinState {
     fn get(&mut self, name: String) -> Result<String, Error> {
         self.variables.get(&name)
+    }
+}
+
+impl wit3::Host for SpinState {}
+
+impl<U> wit3::HostWithStore<U> for HasSelf<SpinState> {
+    async fn get(accessor: &Accessor<U, Self>, name: String) -> Result<String, wit3::Error> {
+        accessor
+            .with(|mut access| access.get().variables.get(&name))
+            .map_err(|err| match err {
+                Error::InvalidName(text) => wit3::Error::InvalidName(text),
+                Error::Undefined(text) => wit3::Error::Undefined(text),
+                Error::Provider(text) => wit3::Error::Provider(text),
+                Error::Other(text) => wit3::Error::Other(text),
+            })
+    }
+}
+
+/// `wasi:config/store`, as Spin gives it: the component's variables, by name. A name the
+/// component has no variable for has no value.
+impl config::Host for SpinState {
+    fn get(&mut self, key: String) -> Result<Option<String>, config::Error> {
+        Ok(self.variables.values.get(&key).cloned())
+    }
+
+    fn get_all(&mut self) -> Result<Vec<(String, String)>, config::Error> {
+        Ok(self
+            .variables
+            .values
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect())
     }
 }
 
