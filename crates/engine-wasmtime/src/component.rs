@@ -31,10 +31,10 @@ pub(crate) enum World {
 impl World {
     /// The world of `component`: a service when it exports an HTTP handler (even if it also
     /// exports `wasi:cli/run`), a command when it exports `wasi:cli/run`.
-    pub(crate) fn of(engine: &wasmtime::Engine, component: &Component) -> Option<World> {
+    pub(crate) fn of(component: &Component) -> Option<World> {
         let exports: Vec<String> = component
             .component_type()
-            .exports(engine)
+            .exports(component.engine())
             .map(|(name, _)| name.to_string())
             .collect();
         let exports_interface = |interface: &str| {
@@ -113,6 +113,13 @@ pub trait Extension: Clone + Send + Sync + 'static {
     /// Adds the interfaces to `linker`.
     fn add_to_linker(linker: &mut Linker<Host<Self::State>>) -> wasmtime::Result<()>;
 
+    /// Adds the interfaces whose functions are WASI 0.3 `async` ones, which only the linker of
+    /// a WASI 0.3 component can hold; the default adds none.
+    fn add_async_to_linker(linker: &mut Linker<Host<Self::State>>) -> wasmtime::Result<()> {
+        let _ = linker;
+        Ok(())
+    }
+
     /// The state of a new instance.
     fn new_state(&self) -> Self::State;
 
@@ -145,19 +152,25 @@ impl Extension for () {
     fn new_state(&self) {}
 }
 
+/// A linker of WASI and `wasi:http` for components of `engine`: WASI 0.2, and WASI 0.3 too
+/// when the engine is `concurrent` (the engine of WASI 0.3 components).
 fn linker<S: Send + 'static>(
     engine: &wasmtime::Engine,
-    with_http: bool,
+    concurrent: bool,
 ) -> Result<Linker<Host<S>>, EngineError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut linker))
+        .and_then(|()| match concurrent {
+            true => wasmtime_wasi::p3::add_to_linker(&mut linker),
+            false => Ok(()),
+        })
         .map_err(|e| EngineError::Other(format!("linking WASI: {e:#}")))?;
-    if with_http {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut linker))
-            .map_err(|e| EngineError::Other(format!("linking wasi:http: {e:#}")))?;
-    }
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .and_then(|()| match concurrent {
+            true => wasmtime_wasi_http::p3::add_to_linker(&mut linker),
+            false => Ok(()),
+        })
+        .map_err(|e| EngineError::Other(format!("linking wasi:http: {e:#}")))?;
     Ok(linker)
 }
 
@@ -212,16 +225,17 @@ fn not_provided(called: &str) -> wasmtime::Error {
 
 /// Runs a `wasi:cli/run` component (WASI 0.2 or 0.3) to completion and returns its exit code.
 pub(crate) fn run_command(
-    engine: &wasmtime::Engine,
     component: &Component,
+    concurrent: bool,
     workload: &Workload,
 ) -> Result<i32, EngineError> {
+    let engine = component.engine();
     let wasi = wasi_builder(workload)?.build();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| EngineError::Other(format!("starting the async runtime: {e}")))?;
-    let pre = linker(engine, true)?
+    let pre = linker(engine, concurrent)?
         .instantiate_pre(component)
         .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
     let instantiating =
@@ -260,13 +274,13 @@ pub(crate) fn run_command(
 /// Serves an HTTP component until SIGTERM, one fresh instance per
 /// request, and returns the task's exit code.
 pub(crate) fn serve(
-    engine: &wasmtime::Engine,
     component: &Component,
+    concurrent: bool,
     workload: &Workload,
 ) -> Result<i32, EngineError> {
     let config = HttpConfig::from_env(&workload.env, Resources::of_this_process())
         .map_err(|e| EngineError::Other(e.to_string()))?;
-    let linked = LinkedComponent::link(engine, component, workload.env.clone(), ())?;
+    let linked = LinkedComponent::link(component, concurrent, workload.env.clone(), ())?;
     let handler = HttpService::new(linked)?;
     kwasi_core::http::serve(&config, handler)
         .map(|shutdown| shutdown.exit_code())
@@ -310,17 +324,22 @@ impl<X: Extension> LinkedComponent<X> {
                 "is a core module, not a component".to_string(),
             ));
         };
-        LinkedComponent::link(engine.engine_for_components()?, component, env, extension)
+        let concurrent = engine.is_async(component.engine());
+        LinkedComponent::link(component, concurrent, env, extension)
     }
 
     fn link(
-        engine: &wasmtime::Engine,
         component: &Component,
+        concurrent: bool,
         env: Vec<(String, String)>,
         extension: X,
     ) -> Result<LinkedComponent<X>, EngineError> {
-        let mut linker = linker(engine, true)?;
+        let mut linker = linker(component.engine(), concurrent)?;
         X::add_to_linker(&mut linker)
+            .and_then(|()| match concurrent {
+                true => X::add_async_to_linker(&mut linker),
+                false => Ok(()),
+            })
             .and_then(|()| link_accepted_imports(&mut linker, component, X::accepts_missing_import))
             .map_err(|e| EngineError::Other(format!("linking host interfaces: {e:#}")))?;
         let pre = linker.instantiate_pre(component).map_err(|e| {

@@ -9,7 +9,9 @@
 //! Each `wasmtime::Engine` is created lazily, in the container process, on the first
 //! [`Engine::compile`]: the shim process never holds a compiler. Components get an engine of
 //! their own with wasmtime's pooling allocator, which makes a per-request instance cheap;
-//! modules, which are instantiated once, use the default on-demand allocator.
+//! modules, which are instantiated once, use the default on-demand allocator. WASI 0.3
+//! components get a third engine, the only one with wasmtime's component-model concurrency:
+//! with it, every call of a WASI 0.2 component would go through its event loop too.
 
 mod component;
 
@@ -34,6 +36,7 @@ pub use component::{
 pub struct WasmtimeEngine {
     modules: Arc<OnceLock<wasmtime::Engine>>,
     components: Arc<OnceLock<wasmtime::Engine>>,
+    async_components: Arc<OnceLock<wasmtime::Engine>>,
 }
 
 /// A compiled module or component.
@@ -55,8 +58,10 @@ fn base_config() -> wasmtime::Config {
     // Compile on one thread: a container may be given a single CPU, and spawning a thread
     // pool costs more than it saves for most modules.
     config.parallel_compilation(false);
-    // WASI 0.3 components: `async` functions, streams and futures.
-    config.wasm_component_model_async(true);
+    // Calls run straight on a fiber; with concurrency on, each call of a WASI 0.2 component
+    // goes through wasmtime's event loop, which cost about a seventh of an HTTP component's
+    // requests per second. Only WASI 0.3 components, which need it, get it (`async_config`).
+    config.concurrency_support(false);
     config
 }
 
@@ -74,6 +79,16 @@ fn pooled_config() -> wasmtime::Config {
     config
 }
 
+/// The engine of WASI 0.3 components: `async` functions, streams and futures, on
+/// wasmtime's component-model concurrency. It differs from the other components' engine in
+/// these two settings only, which this crate fixes: the cache's fingerprint, taken from the
+/// modules' engine, therefore covers its code too.
+fn async_config(mut config: wasmtime::Config) -> wasmtime::Config {
+    config.concurrency_support(true);
+    config.wasm_component_model_async(true);
+    config
+}
+
 impl WasmtimeEngine {
     /// Loads precompiled code: `compiled`, copied, or mapped from the file at `path` that
     /// starts with it.
@@ -87,13 +102,15 @@ impl WasmtimeEngine {
         // configuration in the artifact's header), and never changes a cache entry's file in
         // place (entries are renamed into place; a damaged one is removed, not rewritten).
         let loaded = unsafe {
+            let component_for = |engine: &wasmtime::Engine| match path {
+                None => Component::deserialize(engine, compiled),
+                Some(path) => Component::deserialize_file(engine, path),
+            };
             match (component, path) {
-                (true, None) => Component::deserialize(self.engine_for_components()?, compiled)
+                // Code compiled for WASI 0.3 loads only into the engine it was compiled with.
+                (true, _) => component_for(self.engine_for_components()?)
+                    .or_else(|_| component_for(self.engine_for_async_components()?))
                     .map(Compiled::Component),
-                (true, Some(path)) => {
-                    Component::deserialize_file(self.engine_for_components()?, path)
-                        .map(Compiled::Component)
-                }
                 (false, None) => {
                     Module::deserialize(self.engine_for_modules()?, compiled).map(Compiled::Module)
                 }
@@ -130,6 +147,36 @@ impl WasmtimeEngine {
         };
         Ok(self.components.get_or_init(|| engine))
     }
+
+    fn engine_for_async_components(&self) -> Result<&wasmtime::Engine, EngineError> {
+        if let Some(engine) = self.async_components.get() {
+            return Ok(engine);
+        }
+        let engine = wasmtime::Engine::new(&async_config(pooled_config()))
+            .or_else(|_| wasmtime::Engine::new(&async_config(base_config())))
+            .map_err(|e| EngineError::Other(format!("configuring wasmtime: {e:#}")))?;
+        Ok(self.async_components.get_or_init(|| engine))
+    }
+
+    /// Whether `engine` is the one of WASI 0.3 components.
+    fn is_async(&self, engine: &wasmtime::Engine) -> bool {
+        self.async_components
+            .get()
+            .is_some_and(|async_engine| wasmtime::Engine::same(async_engine, engine))
+    }
+
+    /// Runs `compile` with the components' engine, then, if it fails, with the engine of
+    /// WASI 0.3 components (a component that uses `async` functions, streams or futures does
+    /// not validate without it); the error is the last one.
+    fn for_component<R>(
+        &self,
+        compile: impl Fn(&wasmtime::Engine) -> wasmtime::Result<R>,
+    ) -> Result<R, EngineError> {
+        compile(self.engine_for_components()?).or_else(|_| {
+            compile(self.engine_for_async_components()?)
+                .map_err(|e| EngineError::InvalidModule(one_line(&e)))
+        })
+    }
 }
 
 impl Engine for WasmtimeEngine {
@@ -145,11 +192,13 @@ impl Engine for WasmtimeEngine {
 
     fn compile(&self, wasm: &WasmBytes) -> Result<Compiled, EngineError> {
         if wasm.is_component() {
-            Component::new(self.engine_for_components()?, &wasm.bytes).map(Compiled::Component)
+            self.for_component(|engine| Component::new(engine, &wasm.bytes))
+                .map(Compiled::Component)
         } else {
-            Module::new(self.engine_for_modules()?, &wasm.bytes).map(Compiled::Module)
+            Module::new(self.engine_for_modules()?, &wasm.bytes)
+                .map(Compiled::Module)
+                .map_err(|e| EngineError::InvalidModule(one_line(&e)))
         }
-        .map_err(|e| EngineError::InvalidModule(one_line(&e)))
     }
 
     fn exports_entry(&self, compiled: &Compiled, name: &str) -> bool {
@@ -159,10 +208,7 @@ impl Engine for WasmtimeEngine {
                 .and_then(|e| e.func().cloned())
                 .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0),
             Compiled::Component(component) => {
-                name == DEFAULT_ENTRY
-                    && self
-                        .engine_for_components()
-                        .is_ok_and(|engine| World::of(engine, component).is_some())
+                name == DEFAULT_ENTRY && World::of(component).is_some()
             }
         }
     }
@@ -175,12 +221,12 @@ impl Engine for WasmtimeEngine {
 
     fn precompile(&self, wasm: &WasmBytes, _: &Scratch) -> Result<Vec<u8>, EngineError> {
         if wasm.is_component() {
-            self.engine_for_components()?
-                .precompile_component(&wasm.bytes)
+            self.for_component(|engine| engine.precompile_component(&wasm.bytes))
         } else {
-            self.engine_for_modules()?.precompile_module(&wasm.bytes)
+            self.engine_for_modules()?
+                .precompile_module(&wasm.bytes)
+                .map_err(|e| EngineError::InvalidModule(one_line(&e)))
         }
-        .map_err(|e| EngineError::InvalidModule(one_line(&e)))
     }
 
     fn load_precompiled(&self, compiled: &[u8]) -> Result<Compiled, EngineError> {
@@ -197,10 +243,12 @@ impl Engine for WasmtimeEngine {
         match compiled {
             Compiled::Module(module) => self.run_module(module, workload),
             Compiled::Component(component) => {
-                let engine = self.engine_for_components()?;
-                match World::of(engine, &component) {
-                    Some(World::Service) => component::serve(engine, &component, workload),
-                    Some(World::Command) => component::run_command(engine, &component, workload),
+                let concurrent = self.is_async(component.engine());
+                match World::of(&component) {
+                    Some(World::Service) => component::serve(&component, concurrent, workload),
+                    Some(World::Command) => {
+                        component::run_command(&component, concurrent, workload)
+                    }
                     None => Err(EngineError::MissingExport {
                         name: DEFAULT_ENTRY.to_string(),
                     }),
@@ -355,9 +403,8 @@ mod tests {
     #[test]
     fn an_http_component_is_a_service_and_a_cli_component_a_command() {
         let engine = WasmtimeEngine::default();
-        let components = engine.engine_for_components().unwrap();
         let world = |name| match engine.compile(&guest(name)).unwrap() {
-            Compiled::Component(c) => World::of(components, &c),
+            Compiled::Component(c) => World::of(&c),
             Compiled::Module(_) => panic!("{name} compiled as a module"),
         };
         assert_eq!(world("http.wasm"), Some(World::Service));
@@ -389,6 +436,32 @@ mod tests {
             assert!(engine.exports_entry(&compiled, DEFAULT_ENTRY));
             assert_eq!(engine.run(compiled, &workload(&["run"])).unwrap(), exit);
         }
+    }
+
+    #[test]
+    fn a_precompiled_wasi_0_3_component_loads_back_into_the_concurrent_engine_and_runs() {
+        let engine = WasmtimeEngine::default();
+        let scratch = Scratch::under(std::env::temp_dir());
+        let bytes = engine.precompile(&wasi_0_3_command(1), &scratch).unwrap();
+        let fresh = WasmtimeEngine::default();
+        let loaded = fresh.load_precompiled(&bytes).unwrap();
+        let Compiled::Component(component) = &loaded else {
+            panic!("loaded as a module");
+        };
+        assert!(fresh.is_async(component.engine()));
+        assert_eq!(fresh.run(loaded, &workload(&["run"])).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_wasi_0_2_component_runs_without_component_model_concurrency() {
+        let engine = WasmtimeEngine::default();
+        let Compiled::Component(component) = engine.compile(&guest("http.wasm")).unwrap() else {
+            panic!("http.wasm compiled as a module");
+        };
+        assert!(wasmtime::Engine::same(
+            component.engine(),
+            engine.engine_for_components().unwrap()
+        ));
     }
 
     #[test]

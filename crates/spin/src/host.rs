@@ -92,14 +92,6 @@ impl Extension for SpinHost {
             linker,
             |host| host.state(),
         )?;
-        bindings::spin::variables::variables::add_to_linker::<_, HasSelf<SpinState>>(
-            linker,
-            |host| host.state(),
-        )?;
-        bindings::spin::key_value::key_value::add_to_linker::<_, HasSelf<SpinState>>(
-            linker,
-            |host| host.state(),
-        )?;
         bindings::wasi::config::store::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
             host.state()
         })?;
@@ -116,6 +108,17 @@ impl Extension for SpinHost {
         linker.instance("fermyon:spin/redis-types")?;
         linker.instance("fermyon:spin/http-types")?;
         Ok(())
+    }
+
+    fn add_async_to_linker(linker: &mut Linker<Host<SpinState>>) -> wasmtime::Result<()> {
+        bindings::spin::variables::variables::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
+        bindings::spin::key_value::key_value::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )
     }
 
     fn new_state(&self) -> SpinState {
