@@ -409,6 +409,92 @@ fn a_request_to_self_reaches_the_apps_own_routes() {
     app.stop();
 }
 
+/// Component `out` fetches the URL it is given and may chain to `echo`, whose route is
+/// private, and to `nobody`, which the app lacks; `hello` has a public route.
+const CHAINING_TOML: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "chaining"
+
+[[trigger.http]]
+route = "/out"
+component = "out"
+
+[[trigger.http]]
+route = { private = true }
+component = "echo"
+
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+
+[component.out]
+source = "outbound.wasm"
+allowed_outbound_hosts = ["http://echo.spin.internal", "http://nobody.spin.internal"]
+
+[component.echo]
+source = "echo.wasm"
+
+[component.hello]
+source = "http.wasm"
+"#;
+
+fn serve_chaining() -> Served {
+    let c = containerd();
+    let image = spin_toml_image(&c, "kwasi.test/spin-chaining:v1", CHAINING_TOML);
+    Served::start(c, &image, &["/app/spin.toml"])
+}
+
+#[test]
+fn a_private_component_is_reached_by_service_chaining_as_if_it_matched_the_root_wildcard() {
+    let app = serve_chaining();
+    let (status, body) = app.get("/out?url=http://echo.spin.internal/api/x");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("status=200\nmethod=GET\npath=/api/x\n"),
+        "{body}"
+    );
+    for line in [
+        "spin-full-url=http://echo.spin.internal/api/x",
+        "spin-path-info=/api/x",
+        "spin-matched-route=/...",
+        "spin-component-route=\n",
+        "spin-client-addr=0.0.0.0:0",
+    ] {
+        assert!(body.contains(line), "{line:?} in {body}");
+    }
+    assert_eq!(app.get("/api/x").0, 404, "a private route was served");
+    app.stop();
+}
+
+#[test]
+fn service_chaining_to_a_component_not_allowed_is_refused_and_the_log_says_what_to_allow() {
+    let app = serve_chaining();
+    let (status, body) = app.get("/out?url=http://hello.spin.internal/hello");
+    assert_eq!(status, 502, "{body}");
+    let (_, out) = app.stop_with_output();
+    assert!(
+        out.stderr
+            .contains("add \"http://hello.spin.internal\" to its allowed_outbound_hosts"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn service_chaining_to_a_component_the_app_lacks_fails_the_request_naming_it() {
+    let app = serve_chaining();
+    let (status, body) = app.get("/out?url=http://nobody.spin.internal/");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(app.get("/hello").0, 200, "the app stopped serving");
+    let (_, out) = app.stop_with_output();
+    assert!(
+        out.stderr.contains(
+            "component out: request to nobody.spin.internal: the app has no component nobody behind an HTTP trigger"
+        ),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn a_malformed_allowed_outbound_host_fails_create_naming_it() {
     let c = containerd();

@@ -470,6 +470,38 @@ pub fn fixed_response(
     response
 }
 
+impl<X: Extension> HttpService<X> {
+    /// Answers `request` in a fresh instance. The instance keeps `admission`, if the request
+    /// has one, until its store is dropped: it may go on writing the body after the
+    /// response's head has gone out. A request from another component of the same app (Spin's
+    /// service chaining) has none: its caller's instance holds a slot already.
+    pub async fn serve(
+        &self,
+        request: hyper::Request<WasiBody>,
+        admission: Option<Admission>,
+    ) -> Result<hyper::Response<ResponseBody>, String> {
+        let store = self.linked.new_store()?;
+        match &self.handler {
+            HandlerPre::P2(pre) => handle_p2(pre.clone(), store, request, admission).await,
+            HandlerPre::P3(pre) => handle_p3(pre.clone(), store, request, admission).await,
+        }
+    }
+}
+
+/// `request` with the body a component reads: a body past the server's limit ends with
+/// `wasi:http`'s `HTTP-request-body-size` error.
+pub fn wasi_request(request: hyper::Request<RequestBody>) -> hyper::Request<WasiBody> {
+    request.map(|body| {
+        let body = http_body_util::BodyExt::map_err(body, |err| match err {
+            kwasi_core::http::BodyError::TooLarge { limit } => {
+                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
+            }
+            kwasi_core::http::BodyError::Hyper(err) => wasmtime_wasi_http::Error::Hyper(err),
+        });
+        http_body_util::BodyExt::boxed_unsync(body)
+    })
+}
+
 impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
     type Body = HyperOutgoingBody;
     type BodyError = wasmtime_wasi_http::Error;
@@ -479,22 +511,7 @@ impl<X: Extension> kwasi_core::http::Handler for HttpService<X> {
         request: hyper::Request<RequestBody>,
         admission: Admission,
     ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
-        let store = self.linked.new_store()?;
-        let request = request.map(|body| {
-            let body = http_body_util::BodyExt::map_err(body, |err| match err {
-                kwasi_core::http::BodyError::TooLarge { limit } => {
-                    wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
-                }
-                kwasi_core::http::BodyError::Hyper(err) => wasmtime_wasi_http::Error::Hyper(err),
-            });
-            http_body_util::BodyExt::boxed_unsync(body)
-        });
-        // The instance runs in a task of its own: it may go on writing the body after the
-        // response's head has gone out. It keeps the admission until its store is dropped.
-        match &self.handler {
-            HandlerPre::P2(pre) => handle_p2(pre.clone(), store, request, admission).await,
-            HandlerPre::P3(pre) => handle_p3(pre.clone(), store, request, admission).await,
-        }
+        self.serve(wasi_request(request), Some(admission)).await
     }
 }
 
@@ -507,7 +524,7 @@ async fn handle_p2<S: Send + 'static>(
     pre: ProxyPre<Host<S>>,
     mut store: Store<Host<S>>,
     request: hyper::Request<WasiBody>,
-    admission: Admission,
+    admission: Option<Admission>,
 ) -> GuestResponse {
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (request, response_out) = {
@@ -540,7 +557,7 @@ async fn handle_p3<S: Send + 'static>(
     pre: ServicePre<Host<S>>,
     mut store: Store<Host<S>>,
     request: hyper::Request<WasiBody>,
-    admission: Admission,
+    admission: Option<Admission>,
 ) -> GuestResponse {
     let (sender, receiver) = tokio::sync::oneshot::channel::<GuestResponse>();
     let guest = tokio::spawn(async move {

@@ -28,7 +28,8 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use component::World;
 pub use component::{
-    fixed_response, Extension, Host, HttpService, LinkedComponent, ResponseBody, ResponseBodyError,
+    fixed_response, wasi_request, Extension, Host, HttpService, LinkedComponent, ResponseBody,
+    ResponseBodyError,
 };
 
 /// Runs WASI preview 1 modules and WASI preview 2 components with wasmtime.

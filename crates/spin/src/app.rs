@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use crate::files::{archived_files, relative_path, ComponentFile, FileContent};
 use crate::locked::{ContentPath, ContentRef, LockedApp, LockedComponent};
 
-/// Host requirements kwasi meets (none yet: service chaining is not supported).
-const SUPPORTED_REQUIREMENTS: [&str; 0] = [];
+/// Host requirements kwasi meets.
+const SUPPORTED_REQUIREMENTS: [&str; 1] = ["local_service_chaining"];
 
 /// Why an application cannot be run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,8 +82,9 @@ pub struct ComponentSource {
 pub struct HttpTrigger {
     /// The trigger's id.
     pub id: String,
-    /// Its route, as written.
-    pub route: String,
+    /// Its route, as written; `None` for a private route (`route = { private = true }`),
+    /// which only service chaining reaches.
+    pub route: Option<String>,
     /// The component it invokes.
     pub component: String,
 }
@@ -151,7 +152,29 @@ pub fn retain_components(app: &mut LockedApp, ids: &str) -> Result<(), AppError>
             "{COMPONENTS_TO_RETAIN} names component {unknown:?}, which the app does not have"
         )));
     }
+    let before = app.components.len();
     app.components.retain(|c| keep.contains(&c.id.as_str()));
+    let dropped_some = app.components.len() < before;
+    for component in &app.components {
+        for host in strings(&component.metadata, "allowed_outbound_hosts") {
+            let Some(target) = chained_component(&host) else {
+                continue;
+            };
+            let id = &component.id;
+            if target == "*" && dropped_some {
+                return Err(AppError::Unsupported(format!(
+                    "{COMPONENTS_TO_RETAIN}: component {id} may chain to every component \
+                     (allowed_outbound_hosts {host:?}); retain them all, or name the ones it calls"
+                )));
+            }
+            if !keep.contains(&target) {
+                return Err(AppError::Unsupported(format!(
+                    "{COMPONENTS_TO_RETAIN}: component {id} chains to component {target} \
+                     (allowed_outbound_hosts {host:?}), which is not retained: retain it too"
+                )));
+            }
+        }
+    }
     app.triggers.retain(|t| {
         t.trigger_config
             .get("component")
@@ -309,6 +332,14 @@ fn component_file(
 }
 
 /// The strings of list `key` in `metadata`.
+/// The component an `allowed_outbound_hosts` entry lets its component chain to
+/// (`http://<component>.spin.internal`), or `*` for every one.
+fn chained_component(entry: &str) -> Option<&str> {
+    let (_, rest) = entry.split_once("://")?;
+    let host = rest.split([':', '/']).next()?;
+    crate::chaining::target(host)
+}
+
 fn strings(metadata: &serde_json::Map<String, Value>, key: &str) -> Vec<String> {
     metadata
         .get(key)
@@ -430,12 +461,8 @@ fn http_trigger(id: &str, config: &Value, app: &LockedApp) -> Result<HttpTrigger
         "names no component (static responses are not supported)",
     )?;
     let route = match config.get("route") {
-        Some(Value::String(route)) => route.clone(),
-        Some(Value::Object(o)) if o.get("private") == Some(&Value::Bool(true)) => {
-            return Err(unsupported(
-                "has a private route, reachable only by service chaining, which kwasi does not support".into(),
-            ))
-        }
+        Some(Value::String(route)) => Some(route.clone()),
+        Some(Value::Object(o)) if o.get("private") == Some(&Value::Bool(true)) => None,
         _ => return Err(unsupported("has no route".into())),
     };
     if let Some(executor) = config.get("executor") {
@@ -511,7 +538,7 @@ mod tests {
             app.http,
             [HttpTrigger {
                 id: "t".into(),
-                route: "/...".into(),
+                route: Some("/...".into()),
                 component: "c".into()
             }]
         );
@@ -624,10 +651,60 @@ mod tests {
     fn a_required_host_feature_kwasi_lacks_is_refused() {
         let layers = image(&LOCKED.replace(
             "\"spin_lock_version\":0",
-            "\"spin_lock_version\":1,\"host_requirements\":{\"local_service_chaining\":\"required\"}",
+            "\"spin_lock_version\":1,\"host_requirements\":{\"teleportation\":\"required\"}",
         ));
         let err = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap_err();
-        assert!(err.to_string().contains("local_service_chaining"), "{err}");
+        assert!(err.to_string().contains("teleportation"), "{err}");
+    }
+
+    #[test]
+    fn an_app_that_requires_service_chaining_runs() {
+        let layers = image(&LOCKED.replace(
+            "\"spin_lock_version\":0",
+            "\"spin_lock_version\":1,\"host_requirements\":{\"local_service_chaining\":\"required\"}",
+        ));
+        assert!(resolve(&locked_app_of(&layers).unwrap(), &layers).is_ok());
+    }
+
+    #[test]
+    fn a_private_route_gives_a_trigger_without_a_route() {
+        let layers = image(&LOCKED.replace("\"route\":\"/...\"", "\"route\":{\"private\":true}"));
+        let app = resolve(&locked_app_of(&layers).unwrap(), &layers).unwrap();
+        assert_eq!(app.http[0].route, None);
+    }
+
+    /// Components a and b, a allowed to reach `allowed`.
+    fn chaining_app(allowed: &str) -> LockedApp {
+        let locked = format!(
+            r#"{{"spin_lock_version":0,
+            "triggers":[{{"id":"a","trigger_type":"http","trigger_config":{{"component":"a","route":"/a"}}}},
+                        {{"id":"b","trigger_type":"http","trigger_config":{{"component":"b","route":{{"private":true}}}}}}],
+            "components":[{{"id":"a","metadata":{{"allowed_outbound_hosts":["{allowed}"]}},
+                            "source":{{"content_type":"application/wasm","digest":"sha256:aa"}}}},
+                          {{"id":"b","source":{{"content_type":"application/wasm","digest":"sha256:aa"}}}}]}}"#
+        );
+        LockedApp::from_json(locked.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_retained_component_may_not_chain_to_one_left_out() {
+        let err = retain_components(&mut chaining_app("http://b.spin.internal"), "a").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("component a chains to component b (allowed_outbound_hosts \"http://b.spin.internal\"), which is not retained"),
+            "{err}"
+        );
+        assert!(retain_components(&mut chaining_app("http://b.spin.internal"), "a,b").is_ok());
+        assert!(retain_components(&mut chaining_app("http://example.com"), "a").is_ok());
+    }
+
+    #[test]
+    fn a_retained_component_may_not_chain_to_every_component() {
+        let err = retain_components(&mut chaining_app("http://*.spin.internal"), "a").unwrap_err();
+        assert!(
+            err.to_string().contains("may chain to every component"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! and answers a record.
 
 use http_body_util::BodyExt;
-use kwasi_core::http::{Admission, BodyError, RequestBody};
 use kwasi_engine_wasmtime::{fixed_response, Host, LinkedComponent, ResponseBody};
+use wasmtime_wasi_http::{Error as ErrorCode, WasiBody};
 
 use crate::host::{SpinHost, SpinState};
 
@@ -37,10 +37,8 @@ impl InboundHttp {
     /// Answers `request` (the Spin headers already set) in a fresh instance.
     pub async fn handle(
         &self,
-        request: hyper::Request<RequestBody>,
-        admission: Admission,
+        request: hyper::Request<WasiBody>,
     ) -> Result<hyper::Response<ResponseBody>, String> {
-        let _admission = admission;
         let Some(method) = method(request.method()) else {
             return Ok(fixed_response(405, ""));
         };
@@ -55,13 +53,13 @@ impl InboundHttp {
             .collect();
         let body = match request.into_body().collect().await {
             Ok(body) => body.to_bytes().to_vec(),
-            Err(BodyError::TooLarge { limit }) => {
+            Err(ErrorCode::HttpRequestBodySize(Some(limit))) => {
                 return Ok(fixed_response(
                     413,
                     format!("request body larger than {limit} bytes\n"),
                 ))
             }
-            Err(BodyError::Hyper(e)) => return Err(format!("reading the request body: {e}")),
+            Err(e) => return Err(format!("reading the request body: {e}")),
         };
         let request = Request {
             method,

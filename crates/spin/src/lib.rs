@@ -16,6 +16,7 @@
 //! Redis trigger subscribes ([`redis::RedisTrigger`]).
 
 pub mod app;
+pub mod chaining;
 pub mod files;
 pub mod host;
 pub mod inbound_http;
@@ -34,11 +35,13 @@ pub mod variables;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::Arc;
 
 use kwasi_core::engine::{AppSource, Engine, EngineError, Scratch, WasmBytes, Workload};
 use kwasi_engine_wasmtime::{Compiled, LinkedComponent, WasmtimeEngine};
 
 use app::{locked_app_of, resolve};
+use chaining::Chain;
 use host::SpinHost;
 use key_value::KeyValue;
 use outbound::{AllowedHosts, Outbound};
@@ -108,6 +111,9 @@ pub enum SpinModule {
 pub struct LoadedApp {
     name: String,
     router: Option<Router<trigger::ComponentService>>,
+    /// Its HTTP components by id, which service chaining reaches: the [`Chain`] of each
+    /// component's outbound hooks holds them weakly, so they live as long as this.
+    chained: Arc<BTreeMap<String, trigger::ComponentService>>,
     config: kwasi_core::http::HttpConfig,
     redis: RedisTrigger,
 }
@@ -155,6 +161,8 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                         0
                     }
                 };
+                // Chained requests reached the components until now.
+                drop(app.chained);
                 // A Redis connection that ended stops the app, as in Spin.
                 match redis {
                     Some(thread) if thread.is_finished() => match thread.join() {
@@ -225,11 +233,12 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             resolved
                 .http
                 .iter()
-                .map(|t| (t.id.clone(), t.route.clone(), t.component.clone())),
+                .filter_map(|t| Some((t.id.clone(), t.route.clone()?, t.component.clone()))),
         )
         .map_err(|e| other(e.to_string()))?;
         let mut services = BTreeMap::new();
         let mut redis = RedisTrigger::default();
+        let chain = Chain::default();
         for component in &resolved.components {
             let serves_http = resolved.http.iter().any(|t| t.component == component.id);
             let subscriptions: Vec<&app::RedisTrigger> = resolved
@@ -247,6 +256,7 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 &workload.env,
                 &runtime_config,
                 config.addr,
+                &chain,
             )
             .map_err(in_component)?;
             let linked = match compile(&component.wasm) {
@@ -287,6 +297,8 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 services.insert(component.id.clone(), service);
             }
         }
+        let services = Arc::new(services);
+        chain.complete(&services);
         let router = if resolved.http.is_empty() {
             None
         } else {
@@ -300,6 +312,7 @@ impl<N: ShimName> Engine for SpinEngine<N> {
         Ok(SpinModule::App(LoadedApp {
             name: resolved.name,
             router,
+            chained: services,
             config,
             redis,
         }))
@@ -314,6 +327,7 @@ fn host_of(
     env: &[(String, String)],
     runtime_config: &runtime_config::RuntimeConfig,
     listen: std::net::SocketAddr,
+    chain: &Chain,
 ) -> Result<SpinHost, String> {
     let variables = Variables::resolve(&app.variables, &component.config, env)?;
     let key_value = KeyValue::for_component(
@@ -330,6 +344,7 @@ fn host_of(
         .map(|host| variables::expand_app(&app.variables, host, env))
         .collect::<Result<Vec<_>, _>>()?;
     let allowed = AllowedHosts::parse(&hosts)?;
-    let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen);
+    let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen)
+        .with_chain(chain.clone());
     Ok(SpinHost::new(variables, key_value, databases, outbound))
 }

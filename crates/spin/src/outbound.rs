@@ -1,9 +1,10 @@
 //! Outbound HTTP, as Spin allows it: a component reaches only the destinations its
 //! `allowed_outbound_hosts` lists, each `<scheme>://<host>[:<port>]` with `*` wildcards
 //! (`https://*.example.com`, `http://localhost:*`, `*://10.0.0.0/8:8080..8090`), and its own
-//! app through `self` (a relative URL, or the host `self.alt`). Any other request is refused
-//! with `wasi:http`'s `HTTP-request-denied`, and a line on the task's stderr says which
-//! destination to allow.
+//! app through `self` (a relative URL, or the host `self.alt`), and its app's components through
+//! service chaining (`http://<component>.spin.internal`, [`crate::chaining`]). Any other
+//! request is refused with `wasi:http`'s `HTTP-request-denied`, and a line on the task's stderr
+//! says which destination to allow.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -11,6 +12,8 @@ use std::sync::Arc;
 
 use hyper::header::{HeaderValue, HOST};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::chaining::{self, Chain, DOMAIN};
 
 /// The destinations one component may reach.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -227,12 +230,14 @@ impl Ports {
 }
 
 /// The hooks of one instance's outgoing requests: each goes out only if its component's
-/// [`AllowedHosts`] allows it, and a request to the app itself goes to the trigger's address.
+/// [`AllowedHosts`] allows it, a request to the app itself goes to the trigger's address, and
+/// one to `<component>.spin.internal` goes to that component.
 #[derive(Clone)]
 pub struct Outbound {
     component: Arc<str>,
     allowed: Arc<AllowedHosts>,
     origin: SocketAddr,
+    chain: Chain,
 }
 
 impl Outbound {
@@ -249,7 +254,13 @@ impl Outbound {
             component,
             allowed,
             origin: SocketAddr::new(ip, listen.port()),
+            chain: Chain::default(),
         }
+    }
+
+    /// These hooks, with requests to `<component>.spin.internal` sent through `chain`.
+    pub fn with_chain(self, chain: Chain) -> Outbound {
+        Outbound { chain, ..self }
     }
 
     /// Allows `request` or says why not; a request to the app itself is pointed at it.
@@ -296,17 +307,17 @@ impl Outbound {
     }
 }
 
-type Sent = wasmtime_wasi_http::Result<(
-    hyper::Response<WasiBody>,
-    Box<dyn Future<Output = Result<(), Error>> + Send>,
-)>;
+/// What drives a response's connection.
+type Io = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+type Sent = wasmtime_wasi_http::Result<(hyper::Response<WasiBody>, Io)>;
 
 impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
         mut request: hyper::Request<WasiBody>,
         options: Option<RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+        fut: Io,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         drop(fut);
         if let Err(refused) = self.admit(&mut request) {
@@ -316,13 +327,26 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        if let Some(target) = request.uri().host().and_then(chaining::target) {
+            let (chain, caller, target) = (
+                self.chain.clone(),
+                Arc::clone(&self.component),
+                target.to_string(),
+            );
+            return Box::new(async move {
+                match chain.send(&target, request).await {
+                    Ok(response) => Ok((response, Box::new(async { Ok(()) }) as Io)),
+                    Err(err) => {
+                        eprintln!("component {caller}: request to {target}.{DOMAIN}: {err}");
+                        Err(err.code())
+                    }
+                }
+            });
+        }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             let response = response.map(http_body_util::BodyExt::boxed_unsync);
-            Ok((
-                response,
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
-            ))
+            Ok((response, Box::new(io) as Io))
         })
     }
 }

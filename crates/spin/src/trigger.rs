@@ -7,8 +7,9 @@ use hyper::header::{HeaderName, HeaderValue};
 use kwasi_core::http::{Admission, ClientAddr, Handler, HttpConfig, RequestBody, Resources};
 use kwasi_core::workload::env_var;
 use kwasi_engine_wasmtime::{
-    fixed_response, HttpService, LinkedComponent, ResponseBody, ResponseBodyError,
+    fixed_response, wasi_request, HttpService, LinkedComponent, ResponseBody, ResponseBodyError,
 };
+use wasmtime_wasi_http::WasiBody;
 
 use crate::inbound_http::InboundHttp;
 
@@ -72,6 +73,23 @@ impl ComponentService {
                 }),
         }
     }
+
+    /// Answers `request` (its Spin headers set) in a fresh instance. `admission` is the
+    /// request's slot in the server, if it came through the server rather than from another
+    /// component.
+    pub async fn serve(
+        &self,
+        request: hyper::Request<WasiBody>,
+        admission: Option<Admission>,
+    ) -> Result<hyper::Response<ResponseBody>, String> {
+        match self {
+            ComponentService::Wasi(service) => service.serve(request, admission).await,
+            ComponentService::Legacy(service) => {
+                let _admission = admission;
+                service.handle(request).await
+            }
+        }
+    }
 }
 
 /// An app's HTTP trigger: its routes, each to a component ready to answer.
@@ -92,7 +110,7 @@ impl Handler for HttpTrigger {
 
     async fn handle(
         &self,
-        mut request: hyper::Request<RequestBody>,
+        request: hyper::Request<RequestBody>,
         admission: Admission,
     ) -> Result<hyper::Response<ResponseBody>, String> {
         let path = request.uri().path().to_string();
@@ -105,14 +123,52 @@ impl Handler for HttpTrigger {
         let Some(matched) = self.router.route(&path) else {
             return Ok(fixed_response(404, ""));
         };
-        for (name, value) in spin_headers(&request, &matched) {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                request.headers_mut().insert(name, value);
-            }
+        let mut request = wasi_request(request);
+        set_spin_headers(&mut request, &RouteInfo::of(&matched));
+        matched.route.target.serve(request, Some(admission)).await
+    }
+}
+
+/// What Spin's headers tell a component of the route its request took.
+pub(crate) struct RouteInfo<'a> {
+    /// The route as written (`spin-matched-route`).
+    raw: &'a str,
+    /// The route without its trailing wildcard (`spin-component-route`).
+    component_route: &'a str,
+    /// The path below the route's prefix (`spin-path-info`).
+    path_info: &'a str,
+    /// The named segments and what they matched (`spin-path-match-<name>`).
+    named: &'a [(String, String)],
+}
+
+impl<'a> RouteInfo<'a> {
+    /// The route of a request the router matched.
+    pub(crate) fn of<T>(matched: &'a Match<'a, T>) -> RouteInfo<'a> {
+        RouteInfo {
+            raw: &matched.route.raw,
+            component_route: matched.route.component_route(),
+            path_info: &matched.path_info,
+            named: &matched.named,
         }
-        match &matched.route.target {
-            ComponentService::Wasi(service) => service.handle(request, admission).await,
-            ComponentService::Legacy(service) => service.handle(request, admission).await,
+    }
+
+    /// The route of a request to `path` from another component, which Spin presents as if it
+    /// had matched `/...`.
+    pub(crate) fn chained(path: &'a str) -> RouteInfo<'a> {
+        RouteInfo {
+            raw: "/...",
+            component_route: "",
+            path_info: path,
+            named: &[],
+        }
+    }
+}
+
+/// Sets the headers Spin adds to a request for its component.
+pub(crate) fn set_spin_headers<B>(request: &mut hyper::Request<B>, route: &RouteInfo<'_>) {
+    for (name, value) in spin_headers(request, route) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            request.headers_mut().insert(name, value);
         }
     }
 }
@@ -120,14 +176,15 @@ impl Handler for HttpTrigger {
 /// The headers Spin adds to a request for its component, among them
 /// `spin-path-match-<name>` for each named segment of the route. The seven fixed names are
 /// static: parsing them at every request cost a tenth of the throughput (benches/README.md).
-fn spin_headers<B, T>(
+fn spin_headers<B>(
     request: &hyper::Request<B>,
-    matched: &Match<'_, T>,
+    route: &RouteInfo<'_>,
 ) -> Vec<(HeaderName, String)> {
     let host = request
         .headers()
         .get(hyper::header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
     let path_and_query = request
         .uri()
@@ -136,19 +193,16 @@ fn spin_headers<B, T>(
         .unwrap_or("/");
     let mut headers = vec![
         ("spin-full-url", format!("http://{host}{path_and_query}")),
-        ("spin-path-info", matched.path_info.clone()),
-        ("spin-matched-route", matched.route.raw.clone()),
+        ("spin-path-info", route.path_info.to_string()),
+        ("spin-matched-route", route.raw.to_string()),
         ("spin-base-path", "/".to_string()),
-        ("spin-raw-component-route", matched.route.raw.clone()),
-        (
-            "spin-component-route",
-            matched.route.component_route().to_string(),
-        ),
+        ("spin-raw-component-route", route.raw.to_string()),
+        ("spin-component-route", route.component_route.to_string()),
     ];
     if let Some(ClientAddr(addr)) = request.extensions().get::<ClientAddr>() {
         headers.push(("spin-client-addr", addr.to_string()));
     }
-    let named = matched.named.iter().filter_map(|(name, value)| {
+    let named = route.named.iter().filter_map(|(name, value)| {
         let name = name.to_ascii_lowercase().replace('_', "-");
         let name = HeaderName::from_bytes(format!("spin-path-match-{name}").as_bytes()).ok()?;
         Some((name, value.clone()))
@@ -176,7 +230,7 @@ mod tests {
             .insert(ClientAddr("10.0.0.7:4321".parse().unwrap()));
         let path = request.uri().path().to_string();
         let matched = router.route(&path).unwrap();
-        spin_headers(&request, &matched)
+        spin_headers(&request, &RouteInfo::of(&matched))
     }
 
     fn get<'a>(headers: &'a [(HeaderName, String)], name: &str) -> &'a str {
@@ -226,6 +280,22 @@ mod tests {
             "/users/:user_id/posts/:post"
         );
         assert_eq!(get(&h, "spin-path-info"), "");
+    }
+
+    #[test]
+    fn a_chained_request_looks_as_if_it_matched_the_root_wildcard() {
+        let request = hyper::Request::builder()
+            .uri("http://backend.spin.internal/api/items?x=1")
+            .body(())
+            .unwrap();
+        let h = spin_headers(&request, &RouteInfo::chained("/api/items"));
+        assert_eq!(
+            get(&h, "spin-full-url"),
+            "http://backend.spin.internal/api/items?x=1"
+        );
+        assert_eq!(get(&h, "spin-path-info"), "/api/items");
+        assert_eq!(get(&h, "spin-matched-route"), "/...");
+        assert_eq!(get(&h, "spin-component-route"), "");
     }
 
     #[test]
