@@ -149,9 +149,15 @@ fn spin_toml_image_with(
             "/app/legacy-http.wasm",
         ),
     ];
-    // Only the apps that use it carry the 24 MB Python component.
+    // Only the apps that use them carry the 24 MB Python components.
     if toml.contains("py.wasm") {
         files.push(file(guests_dir().join("spin/py/app.wasm"), "/app/py.wasm"));
+    }
+    if toml.contains("py-redis.wasm") {
+        files.push(file(
+            guests_dir().join("spin/py/redis.wasm"),
+            "/app/py-redis.wasm",
+        ));
     }
     for (path, text) in extra {
         let local = dir.join("extra").join(path);
@@ -666,15 +672,18 @@ fn stop(c: &Containerd, run: RunningCtr, id: &str) -> CtrOutput {
     out
 }
 
-#[test]
-fn a_redis_triggered_component_gets_each_message_and_writes_back_through_outbound_redis() {
+/// Runs the Redis app with `source` as its listener (a component that writes each message
+/// back as `last-message` and counts them in `messages`, refusing the message `fail`),
+/// publishes `hello`, `fail` and `again`, checks what it wrote, and returns what it printed.
+fn publish_to_listener(source: &str) -> CtrOutput {
     let redis = Redis::start().unwrap();
     let c = containerd();
-    let toml = redis_toml(&redis, &format!("\"{}\"", redis.url()));
+    let toml = redis_toml(&redis, &format!("\"{}\"", redis.url()))
+        .replace("source = \"redis.wasm\"", &format!("source = \"{source}\""));
     let image = spin_toml_image(&c, "kwasi.test/spin-redis:v1", &toml);
     let id = unique_id("spin-redis");
     let run = start_subscribed(&c, &redis, &image, &id);
-    let wait = Duration::from_secs(30);
+    let wait = Duration::from_secs(60);
 
     redis.cli(&["PUBLISH", "messages", "hello"]).unwrap();
     redis
@@ -686,11 +695,26 @@ fn a_redis_triggered_component_gets_each_message_and_writes_back_through_outboun
         .wait_for(&["GET", "last-message"], "again", wait)
         .unwrap();
     assert_eq!(redis.cli(&["GET", "messages"]).unwrap(), "2");
+    stop(&c, run, &id)
+}
 
-    let out = stop(&c, run, &id);
+#[test]
+fn a_redis_triggered_component_gets_each_message_and_writes_back_through_outbound_redis() {
+    let out = publish_to_listener("redis.wasm");
     assert!(
         out.stderr.contains(
             "component listener: a message on channel messages: the component returned an error"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_python_component_of_spin_redis_inbound_redis_3_gets_each_message_and_writes_back() {
+    let out = publish_to_listener("py-redis.wasm");
+    assert!(
+        out.stderr.contains(
+            "component listener: a message on channel messages: the component returned an error: refusing the message fail"
         ),
         "{out:?}"
     );
@@ -777,7 +801,7 @@ fn a_redis_trigger_whose_component_does_not_export_the_handler_fails_create() {
         &c,
         &image,
         &["/app/spin.toml"],
-        "component listener: does not export fermyon:spin/inbound-redis",
+        "component listener: exports neither fermyon:spin/inbound-redis nor spin:redis/inbound-redis@3.0.0",
     );
 }
 
@@ -1028,7 +1052,8 @@ fn a_component_importing_an_interface_kwasi_lacks_fails_create_naming_it() {
 }
 
 /// The Python app (tests/guests/spin/py): one component of Spin's Python SDK 5, which
-/// exports `wasi:http/handler@0.3.0` and imports every interface of Spin's platform.
+/// exports `wasi:http/handler@0.3.0` and imports every interface of Spin's platform. It may
+/// reach `upstream`, and any Redis server on the loopback address.
 fn python_toml(upstream: &str) -> String {
     format!(
         r#"spin_manifest_version = 2
@@ -1046,7 +1071,8 @@ component = "py"
 [component.py]
 source = "py.wasm"
 key_value_stores = ["default"]
-allowed_outbound_hosts = ["{upstream}"]
+sqlite_databases = ["default"]
+allowed_outbound_hosts = ["{upstream}", "redis://127.0.0.1:*"]
 variables = {{ greeting = "{{{{ greeting }}}} from Python" }}
 "#
     )
@@ -1101,6 +1127,29 @@ fn a_python_app_reaches_an_allowed_host_through_wasi_http_0_3_and_is_refused_ano
         0,
         "the refused request reached its host"
     );
+    app.stop();
+}
+
+#[test]
+fn a_python_app_keeps_rows_in_its_default_database_through_spin_sqlite_3_1() {
+    let app = serve_python("http://127.0.0.1:1", &[]);
+    for n in 1..=3 {
+        assert_eq!(
+            app.get("/py/sqlite"),
+            (200, format!("rows {n}, last id {n}"))
+        );
+    }
+    app.stop();
+}
+
+#[test]
+fn a_python_app_sends_commands_to_an_allowed_redis_server_through_spin_redis_3() {
+    let redis = Redis::start().unwrap();
+    let app = serve_python("http://127.0.0.1:1", &[]);
+    let path = format!("/py/redis?addr={}", redis.addr);
+    assert_eq!(app.get(&path), (200, "hits 1, read back 1".to_string()));
+    assert_eq!(app.get(&path), (200, "hits 2, read back 2".to_string()));
+    assert_eq!(redis.cli(&["GET", "hits"]).unwrap(), "2");
     app.stop();
 }
 

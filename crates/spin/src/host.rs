@@ -1,5 +1,6 @@
 //! The Spin host interfaces components get, on top of WASI and `wasi:http`: the bindings of
-//! `variables` and `key-value` (`fermyon:spin@2.0.0` and `spin:*@3.0.0`) and `wasi:config`,
+//! `variables` and `key-value` (`fermyon:spin@2.0.0` and `spin:*@3.0.0`), of `spin:sqlite@3.1.0`
+//! and `spin:redis@3.0.0`, and of `wasi:config`,
 //! and the [`Extension`] that links them with Redis and SQLite, filters outgoing HTTP requests,
 //! and accepts the imports of Spin's platform that kwasi does not provide.
 
@@ -21,10 +22,13 @@ pub(crate) mod bindings {
         imports: {
             // Its stream and future are made in the store, which can fail.
             "spin:key-value/key-value.[method]store.get-keys": trappable,
+            "spin:sqlite/sqlite.[method]connection.execute-async": trappable,
         },
         with: {
             "fermyon:spin/key-value.store": crate::key_value::OpenStore,
             "spin:key-value/key-value.store": crate::key_value::OpenStore,
+            "spin:sqlite/sqlite.connection": crate::sqlite::Database,
+            "spin:redis/redis.connection": crate::redis::Connection,
         },
     });
 }
@@ -118,7 +122,13 @@ impl Extension for SpinHost {
         bindings::spin::key_value::key_value::add_to_linker::<_, HasSelf<SpinState>>(
             linker,
             |host| host.state(),
-        )
+        )?;
+        bindings::spin::sqlite::sqlite::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
+            host.state()
+        })?;
+        bindings::spin::redis::redis::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
+            host.state()
+        })
     }
 
     fn new_state(&self) -> SpinState {
@@ -158,7 +168,5 @@ const NOT_PROVIDED: &[&str] = &[
     "spin:mqtt/",
     "spin:mysql/",
     "spin:postgres/",
-    "spin:redis/redis@3.",
-    "spin:sqlite/sqlite@3.",
     "wasi:keyvalue/",
 ];

@@ -1,5 +1,6 @@
 //! Redis, as Spin gives it to components:
-//! - outbound, through `fermyon:spin/redis@2.0.0`: a component opens a connection to a server
+//! - outbound, through `fermyon:spin/redis@2.0.0` and `spin:redis/redis@3.0.0` (the same
+//!   commands, as `async` functions): a component opens a connection to a server
 //!   its `allowed_outbound_hosts` allows (`redis://host:port`) and sends commands on it;
 //! - the Redis trigger, `[[trigger.redis]]`: a component that exports
 //!   `fermyon:spin/inbound-redis` is called, in a fresh instance, with each message published
@@ -11,7 +12,7 @@ use std::sync::mpsc;
 
 use futures_util::StreamExt;
 use kwasi_engine_wasmtime::{Host, LinkedComponent};
-use wasmtime::component::Resource;
+use wasmtime::component::{Accessor, HasSelf, Resource};
 
 use crate::host::{SpinHost, SpinState};
 
@@ -37,8 +38,17 @@ pub(crate) mod bindings {
             exports: { default: async },
         });
     }
+
+    /// `spin:redis/inbound-redis@3.0.0`, which WASI 0.3 components of a Redis trigger export.
+    pub mod trigger_v3 {
+        wasmtime::component::bindgen!({
+            path: "spin-wit",
+            world: "kwasi:spin-wit/redis-trigger-v3",
+        });
+    }
 }
 
+use crate::host::bindings::spin::redis::redis as v3;
 use bindings::outbound::fermyon::spin2_0_0::redis::{
     self as wit, Error, HostConnection, Payload, RedisParameter, RedisResult,
 };
@@ -52,34 +62,10 @@ pub struct Connection {
 const MAX_CONNECTIONS: usize = 16;
 
 impl SpinState {
-    fn connection(&mut self, c: &Resource<Connection>) -> Result<&mut Connection, Error> {
-        self.table
-            .get_mut(c)
-            .map_err(|e| Error::Other(format!("no such connection: {e}")))
-    }
-
-    /// Sends `command` on connection `c` and reads its answer as `T`.
-    async fn query<T: redis::FromRedisValue>(
-        &mut self,
-        c: &Resource<Connection>,
-        command: &redis::Cmd,
-    ) -> Result<T, Error> {
-        let connection = &mut self.connection(c)?.connection;
-        command.query_async(connection).await.map_err(|e| {
-            if e.kind() == redis::ErrorKind::UnexpectedReturnType {
-                Error::TypeError
-            } else {
-                Error::Other(e.to_string())
-            }
-        })
-    }
-}
-
-impl wit::Host for SpinState {}
-
-impl HostConnection for SpinState {
-    async fn open(&mut self, address: String) -> Result<Resource<Connection>, Error> {
-        let Ok(url) = url::Url::parse(&address) else {
+    /// A client of the server at `address`, if the component may reach it and has a
+    /// connection to spare.
+    fn redis_client(&self, address: &str) -> Result<redis::Client, Error> {
+        let Ok(url) = url::Url::parse(address) else {
             return Err(Error::InvalidAddress);
         };
         let host = url.host_str().unwrap_or("");
@@ -93,11 +79,14 @@ impl HostConnection for SpinState {
         if self.connections >= MAX_CONNECTIONS {
             return Err(Error::TooManyConnections);
         }
-        let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
-        let connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| Error::Other(e.to_string()))?;
+        redis::Client::open(address).map_err(|_| Error::InvalidAddress)
+    }
+
+    /// Keeps `connection` among the instance's open ones.
+    fn add_connection(
+        &mut self,
+        connection: redis::aio::MultiplexedConnection,
+    ) -> Result<Resource<Connection>, Error> {
         let resource = self
             .table
             .push(Connection { connection })
@@ -106,13 +95,93 @@ impl HostConnection for SpinState {
         Ok(resource)
     }
 
+    /// A handle on open connection `c`, to send commands on.
+    fn multiplexed(
+        &self,
+        c: &Resource<Connection>,
+    ) -> Result<redis::aio::MultiplexedConnection, Error> {
+        self.table
+            .get(c)
+            .map(|c| c.connection.clone())
+            .map_err(|e| Error::Other(format!("no such connection: {e}")))
+    }
+
+    fn close_connection(&mut self, c: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        self.connections = self.connections.saturating_sub(1);
+        Ok(())
+    }
+}
+
+/// Connects `client`.
+async fn connect(client: redis::Client) -> Result<redis::aio::MultiplexedConnection, Error> {
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+/// Sends `command` on `connection` and reads its answer as `T`.
+async fn query<T: redis::FromRedisValue>(
+    connection: Result<redis::aio::MultiplexedConnection, Error>,
+    command: redis::Cmd,
+) -> Result<T, Error> {
+    command.query_async(&mut connection?).await.map_err(|e| {
+        if e.kind() == redis::ErrorKind::UnexpectedReturnType {
+            Error::TypeError
+        } else {
+            Error::Other(e.to_string())
+        }
+    })
+}
+
+/// The commands of the interface's operations that `redis::Cmd` does not build as such.
+mod command {
+    use super::RedisParameter;
+    use redis::{cmd, Cmd};
+
+    /// INCR (`Cmd::incr` sends INCRBY).
+    pub fn incr(key: String) -> Cmd {
+        let mut incr = cmd("INCR");
+        incr.arg(key);
+        incr
+    }
+
+    /// Any command, with its arguments.
+    pub fn execute(command: String, arguments: Vec<RedisParameter>) -> Cmd {
+        let mut cmd = cmd(&command);
+        for argument in arguments {
+            match argument {
+                RedisParameter::Int64(n) => cmd.arg(n),
+                RedisParameter::Binary(bytes) => cmd.arg(bytes),
+            };
+        }
+        cmd
+    }
+}
+
+/// The results of `execute`'s answer.
+fn results(value: redis::Value) -> Vec<RedisResult> {
+    let mut results = Vec::new();
+    flatten(value, &mut results);
+    results
+}
+
+impl wit::Host for SpinState {}
+
+impl HostConnection for SpinState {
+    async fn open(&mut self, address: String) -> Result<Resource<Connection>, Error> {
+        let connection = connect(self.redis_client(&address)?).await?;
+        self.add_connection(connection)
+    }
+
     async fn publish(
         &mut self,
         c: Resource<Connection>,
         channel: String,
         payload: Payload,
     ) -> Result<(), Error> {
-        self.query::<i64>(&c, redis::cmd("PUBLISH").arg(channel).arg(payload))
+        query::<i64>(self.multiplexed(&c), redis::Cmd::publish(channel, payload))
             .await
             .map(drop)
     }
@@ -122,7 +191,7 @@ impl HostConnection for SpinState {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Option<Payload>, Error> {
-        self.query(&c, redis::cmd("GET").arg(key)).await
+        query(self.multiplexed(&c), redis::Cmd::get(key)).await
     }
 
     async fn set(
@@ -131,16 +200,15 @@ impl HostConnection for SpinState {
         key: String,
         value: Payload,
     ) -> Result<(), Error> {
-        self.query::<()>(&c, redis::cmd("SET").arg(key).arg(value))
-            .await
+        query(self.multiplexed(&c), redis::Cmd::set(key, value)).await
     }
 
     async fn incr(&mut self, c: Resource<Connection>, key: String) -> Result<i64, Error> {
-        self.query(&c, redis::cmd("INCR").arg(key)).await
+        query(self.multiplexed(&c), command::incr(key)).await
     }
 
     async fn del(&mut self, c: Resource<Connection>, keys: Vec<String>) -> Result<u32, Error> {
-        self.query(&c, redis::cmd("DEL").arg(keys)).await
+        query(self.multiplexed(&c), redis::Cmd::del(keys)).await
     }
 
     async fn sadd(
@@ -149,8 +217,7 @@ impl HostConnection for SpinState {
         key: String,
         values: Vec<String>,
     ) -> Result<u32, Error> {
-        self.query(&c, redis::cmd("SADD").arg(key).arg(values))
-            .await
+        query(self.multiplexed(&c), redis::Cmd::sadd(key, values)).await
     }
 
     async fn smembers(
@@ -158,7 +225,7 @@ impl HostConnection for SpinState {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Vec<String>, Error> {
-        self.query(&c, redis::cmd("SMEMBERS").arg(key)).await
+        query(self.multiplexed(&c), redis::Cmd::smembers(key)).await
     }
 
     async fn srem(
@@ -167,8 +234,7 @@ impl HostConnection for SpinState {
         key: String,
         values: Vec<String>,
     ) -> Result<u32, Error> {
-        self.query(&c, redis::cmd("SREM").arg(key).arg(values))
-            .await
+        query(self.multiplexed(&c), redis::Cmd::srem(key, values)).await
     }
 
     async fn execute(
@@ -177,23 +243,164 @@ impl HostConnection for SpinState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> Result<Vec<RedisResult>, Error> {
-        let mut cmd = redis::cmd(&command);
-        for argument in arguments {
-            match argument {
-                RedisParameter::Int64(n) => cmd.arg(n),
-                RedisParameter::Binary(bytes) => cmd.arg(bytes),
-            };
-        }
-        let value: redis::Value = self.query(&c, &cmd).await?;
-        let mut results = Vec::new();
-        flatten(value, &mut results);
-        Ok(results)
+        query(self.multiplexed(&c), command::execute(command, arguments))
+            .await
+            .map(results)
     }
 
     async fn drop(&mut self, c: Resource<Connection>) -> wasmtime::Result<()> {
-        self.table.delete(c)?;
-        self.connections = self.connections.saturating_sub(1);
-        Ok(())
+        self.close_connection(c)
+    }
+}
+
+/// `spin:redis@3.0.0`: the connections of `fermyon:spin/redis@2.0.0`, through `async`
+/// functions that send the same commands.
+impl v3::Host for SpinState {}
+
+impl v3::HostConnection for SpinState {
+    fn drop(&mut self, c: Resource<Connection>) -> wasmtime::Result<()> {
+        self.close_connection(c)
+    }
+}
+
+/// Sends `command` on connection `c` of the instance `accessor` reaches.
+async fn query_v3<T: redis::FromRedisValue, U>(
+    accessor: &Accessor<U, HasSelf<SpinState>>,
+    c: &Resource<Connection>,
+    command: redis::Cmd,
+) -> Result<T, v3::Error> {
+    let connection = accessor.with(|mut access| access.get().multiplexed(c));
+    query(connection, command).await.map_err(v3_error)
+}
+
+impl<U> v3::HostConnectionWithStore<U> for HasSelf<SpinState> {
+    async fn open(
+        accessor: &Accessor<U, Self>,
+        address: String,
+    ) -> Result<Resource<Connection>, v3::Error> {
+        let client = accessor
+            .with(|mut access| access.get().redis_client(&address))
+            .map_err(v3_error)?;
+        let connection = connect(client).await.map_err(v3_error)?;
+        accessor
+            .with(|mut access| access.get().add_connection(connection))
+            .map_err(v3_error)
+    }
+
+    async fn publish(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        channel: String,
+        payload: Payload,
+    ) -> Result<(), v3::Error> {
+        query_v3::<i64, U>(accessor, &c, redis::Cmd::publish(channel, payload))
+            .await
+            .map(drop)
+    }
+
+    async fn get(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Option<Payload>, v3::Error> {
+        query_v3(accessor, &c, redis::Cmd::get(key)).await
+    }
+
+    async fn set(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        key: String,
+        value: Payload,
+    ) -> Result<(), v3::Error> {
+        query_v3(accessor, &c, redis::Cmd::set(key, value)).await
+    }
+
+    async fn incr(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<i64, v3::Error> {
+        query_v3(accessor, &c, command::incr(key)).await
+    }
+
+    async fn del(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        keys: Vec<String>,
+    ) -> Result<u32, v3::Error> {
+        query_v3(accessor, &c, redis::Cmd::del(keys)).await
+    }
+
+    async fn sadd(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<u32, v3::Error> {
+        query_v3(accessor, &c, redis::Cmd::sadd(key, values)).await
+    }
+
+    async fn smembers(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        key: String,
+    ) -> Result<Vec<String>, v3::Error> {
+        query_v3(accessor, &c, redis::Cmd::smembers(key)).await
+    }
+
+    async fn srem(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> Result<u32, v3::Error> {
+        query_v3(accessor, &c, redis::Cmd::srem(key, values)).await
+    }
+
+    async fn execute(
+        accessor: &Accessor<U, Self>,
+        c: Resource<Connection>,
+        command: String,
+        arguments: Vec<v3::RedisParameter>,
+    ) -> Result<Vec<v3::RedisResult>, v3::Error> {
+        let arguments = arguments
+            .into_iter()
+            .map(|a| match a {
+                v3::RedisParameter::Int64(n) => RedisParameter::Int64(n),
+                v3::RedisParameter::Binary(bytes) => RedisParameter::Binary(bytes),
+            })
+            .collect();
+        let value: redis::Value =
+            query_v3(accessor, &c, command::execute(command, arguments)).await?;
+        Ok(results(value)
+            .into_iter()
+            .map(|r| match r {
+                RedisResult::Nil => v3::RedisResult::Nil,
+                RedisResult::Status(s) => v3::RedisResult::Status(s),
+                RedisResult::Int64(n) => v3::RedisResult::Int64(n),
+                RedisResult::Binary(bytes) => v3::RedisResult::Binary(bytes),
+            })
+            .collect())
+    }
+}
+
+/// What a WASI 0.3 Redis handler's error says.
+fn v3_reason(error: bindings::trigger_v3::spin::redis::redis::Error) -> String {
+    use bindings::trigger_v3::spin::redis::redis::Error;
+    match error {
+        Error::InvalidAddress => "invalid address".into(),
+        Error::TooManyConnections => "too many connections".into(),
+        Error::TypeError => "type error".into(),
+        Error::Other(reason) => reason,
+    }
+}
+
+fn v3_error(err: Error) -> v3::Error {
+    match err {
+        Error::InvalidAddress => v3::Error::InvalidAddress,
+        Error::TooManyConnections => v3::Error::TooManyConnections,
+        Error::TypeError => v3::Error::TypeError,
+        Error::Other(reason) => v3::Error::Other(reason),
     }
 }
 
@@ -225,21 +432,36 @@ fn flatten(value: redis::Value, out: &mut Vec<RedisResult>) {
 pub struct RedisHandler {
     component: String,
     linked: LinkedComponent<SpinHost>,
-    pre: bindings::trigger::RedisTriggerPre<Host<SpinState>>,
+    pre: HandlerPre,
+}
+
+/// The handler a component exports, by WASI version.
+#[derive(Clone)]
+enum HandlerPre {
+    /// `fermyon:spin/inbound-redis` (WASI 0.2 and earlier SDKs).
+    V2(bindings::trigger::RedisTriggerPre<Host<SpinState>>),
+    /// `spin:redis/inbound-redis@3.0.0`, an `async` function (WASI 0.3).
+    V3(bindings::trigger_v3::RedisTriggerV3Pre<Host<SpinState>>),
 }
 
 impl RedisHandler {
     /// The handler of `linked`, component `component`, which must export
-    /// `fermyon:spin/inbound-redis`.
+    /// `fermyon:spin/inbound-redis` or `spin:redis/inbound-redis@3.0.0`.
     pub fn new(component: &str, linked: LinkedComponent<SpinHost>) -> Result<RedisHandler, String> {
-        let pre = bindings::trigger::RedisTriggerPre::new(linked.instance_pre().clone()).map_err(
-            |e| {
-                format!(
-                    "does not export fermyon:spin/inbound-redis, which a Redis trigger calls: {}",
-                    e.to_string().lines().next().unwrap_or_default()
-                )
+        let instance = linked.instance_pre();
+        let pre = match bindings::trigger::RedisTriggerPre::new(instance.clone()) {
+            Ok(pre) => HandlerPre::V2(pre),
+            Err(v2) => match bindings::trigger_v3::RedisTriggerV3Pre::new(instance.clone()) {
+                Ok(pre) => HandlerPre::V3(pre),
+                Err(_) => {
+                    return Err(format!(
+                        "exports neither fermyon:spin/inbound-redis nor \
+                         spin:redis/inbound-redis@3.0.0, which a Redis trigger calls: {}",
+                        v2.to_string().lines().next().unwrap_or_default()
+                    ))
+                }
             },
-        )?;
+        };
         Ok(RedisHandler {
             component: component.to_string(),
             linked,
@@ -250,18 +472,39 @@ impl RedisHandler {
     /// Calls the component, in a fresh instance, with `message`.
     async fn handle(&self, message: Vec<u8>) -> Result<(), String> {
         let mut store = self.linked.new_store()?;
-        let trigger = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| format!("instantiating: {e:#}"))?;
-        match trigger
-            .fermyon_spin_inbound_redis()
-            .call_handle_message(&mut store, &message)
-            .await
-        {
+        let instantiating = |e: wasmtime::Error| format!("instantiating: {e:#}");
+        let returned = match &self.pre {
+            HandlerPre::V2(pre) => {
+                let trigger = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiating)?;
+                trigger
+                    .fermyon_spin_inbound_redis()
+                    .call_handle_message(&mut store, &message)
+                    .await
+                    .map(|r| r.map_err(|_| String::new()))
+            }
+            HandlerPre::V3(pre) => {
+                let trigger = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiating)?;
+                store
+                    .run_concurrent(async move |accessor| {
+                        trigger
+                            .spin_redis_inbound_redis()
+                            .call_handle_message(accessor, message)
+                            .await
+                    })
+                    .await
+                    .and_then(|called| called)
+                    .map(|r| r.map_err(|e| format!(": {}", v3_reason(e))))
+            }
+        };
+        match returned {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("the component returned an error".into()),
+            Ok(Err(reason)) => Err(format!("the component returned an error{reason}")),
             Err(trap) => Err(format!("{trap:#}")),
         }
     }

@@ -1,5 +1,6 @@
-//! SQLite databases, as Spin gives them to components through `fermyon:spin/sqlite@2.0.0`:
-//! the `default` database, and any a runtime config defines
+//! SQLite databases, as Spin gives them to components through `fermyon:spin/sqlite@2.0.0` and
+//! `spin:sqlite/sqlite@3.1.0` (the same operations, and `async` forms of them): the `default`
+//! database, and any a runtime config defines
 //! (`[sqlite_database.<label>] type = "spin"`), each an SQLite file. A component opens only the
 //! databases its manifest lists (`sqlite_databases`).
 
@@ -8,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use wasmtime::component::Resource;
+use wasmtime::component::{Accessor, FutureReader, HasSelf, Resource, StreamReader};
 
+use crate::host::bindings::spin::sqlite::sqlite as v3;
 use crate::host::SpinState;
 
 /// The bindings of `fermyon:spin/sqlite@2.0.0` (`crates/spin/spin-wit`).
@@ -103,16 +105,157 @@ impl HostConnection for SpinState {
         statement: String,
         parameters: Vec<Value>,
     ) -> Result<QueryResult, Error> {
-        let database = self
-            .table
-            .get(&database)
-            .map_err(|_| Error::InvalidConnection)?;
-        execute(&database.connection, &statement, parameters)
+        execute(self.database(&database)?, &statement, parameters)
     }
 
     fn drop(&mut self, database: Resource<Database>) -> wasmtime::Result<()> {
         self.table.delete(database)?;
         Ok(())
+    }
+}
+
+impl SpinState {
+    /// The connection of an open database of this instance.
+    fn database(&self, database: &Resource<Database>) -> Result<&rusqlite::Connection, Error> {
+        self.table
+            .get(database)
+            .map(|d| &d.connection)
+            .map_err(|_| Error::InvalidConnection)
+    }
+
+    /// `spin:sqlite@3.1.0`'s `execute`: [`execute`] with its values converted.
+    fn execute_v3(
+        &self,
+        database: &Resource<Database>,
+        statement: &str,
+        parameters: Vec<v3::Value>,
+    ) -> Result<(Vec<String>, Vec<v3::RowResult>), v3::Error> {
+        let connection = self.database(database).map_err(v3_error)?;
+        let parameters = parameters.into_iter().map(from_v3).collect();
+        let result = execute(connection, statement, parameters).map_err(v3_error)?;
+        let rows = result
+            .rows
+            .into_iter()
+            .map(|row| v3::RowResult {
+                values: row.values.into_iter().map(to_v3).collect(),
+            })
+            .collect();
+        Ok((result.columns, rows))
+    }
+
+    /// The rowid of the last INSERT on `database`, and the rows its last change changed.
+    fn last_change(&self, database: &Resource<Database>) -> (i64, u64) {
+        self.database(database)
+            .map(|c| (c.last_insert_rowid(), c.changes()))
+            .unwrap_or((0, 0))
+    }
+}
+
+/// `spin:sqlite@3.1.0`: the databases of `fermyon:spin/sqlite@2.0.0`, with each operation also
+/// as an `async` function that runs the same one.
+impl v3::Host for SpinState {}
+
+impl v3::HostConnection for SpinState {
+    fn open(&mut self, database: String) -> Result<Resource<Database>, v3::Error> {
+        HostConnection::open(self, database).map_err(v3_error)
+    }
+
+    fn execute(
+        &mut self,
+        database: Resource<Database>,
+        statement: String,
+        parameters: Vec<v3::Value>,
+    ) -> Result<v3::QueryResult, v3::Error> {
+        let (columns, rows) = self.execute_v3(&database, &statement, parameters)?;
+        Ok(v3::QueryResult { columns, rows })
+    }
+
+    fn last_insert_rowid(&mut self, database: Resource<Database>) -> i64 {
+        self.last_change(&database).0
+    }
+
+    fn changes(&mut self, database: Resource<Database>) -> u64 {
+        self.last_change(&database).1
+    }
+
+    fn drop(&mut self, database: Resource<Database>) -> wasmtime::Result<()> {
+        HostConnection::drop(self, database)
+    }
+}
+
+impl<U> v3::HostConnectionWithStore<U> for HasSelf<SpinState> {
+    async fn open_async(
+        accessor: &Accessor<U, Self>,
+        database: String,
+    ) -> Result<Resource<Database>, v3::Error> {
+        accessor.with(|mut access| v3::HostConnection::open(access.get(), database))
+    }
+
+    /// The rows go out as a stream, then whether the statement ran to its end (it has, by
+    /// then: the statement runs whole first).
+    async fn execute_async(
+        accessor: &Accessor<U, Self>,
+        database: Resource<Database>,
+        statement: String,
+        parameters: Vec<v3::Value>,
+    ) -> wasmtime::Result<Result<ExecuteAsync, v3::Error>> {
+        accessor.with(|mut access| {
+            let (columns, rows) = match access.get().execute_v3(&database, &statement, parameters) {
+                Ok(result) => result,
+                Err(err) => return Ok(Err(err)),
+            };
+            let rows = StreamReader::new(&mut access, rows)?;
+            let done = FutureReader::new(&mut access, async { wasmtime::Result::<_>::Ok(Ok(())) })?;
+            Ok(Ok((columns, rows, done)))
+        })
+    }
+
+    async fn last_insert_rowid_async(
+        accessor: &Accessor<U, Self>,
+        database: Resource<Database>,
+    ) -> i64 {
+        accessor.with(|mut access| access.get().last_change(&database).0)
+    }
+
+    async fn changes_async(accessor: &Accessor<U, Self>, database: Resource<Database>) -> u64 {
+        accessor.with(|mut access| access.get().last_change(&database).1)
+    }
+}
+
+/// What `execute-async` answers: the columns, the rows, and whether they all came.
+type ExecuteAsync = (
+    Vec<String>,
+    StreamReader<v3::RowResult>,
+    FutureReader<Result<(), v3::Error>>,
+);
+
+fn v3_error(err: Error) -> v3::Error {
+    match err {
+        Error::NoSuchDatabase => v3::Error::NoSuchDatabase,
+        Error::AccessDenied => v3::Error::AccessDenied,
+        Error::InvalidConnection => v3::Error::InvalidConnection,
+        Error::DatabaseFull => v3::Error::DatabaseFull,
+        Error::Io(reason) => v3::Error::Io(reason),
+    }
+}
+
+fn from_v3(value: v3::Value) -> Value {
+    match value {
+        v3::Value::Integer(n) => Value::Integer(n),
+        v3::Value::Real(r) => Value::Real(r),
+        v3::Value::Text(t) => Value::Text(t),
+        v3::Value::Blob(b) => Value::Blob(b),
+        v3::Value::Null => Value::Null,
+    }
+}
+
+fn to_v3(value: Value) -> v3::Value {
+    match value {
+        Value::Integer(n) => v3::Value::Integer(n),
+        Value::Real(r) => v3::Value::Real(r),
+        Value::Text(t) => v3::Value::Text(t),
+        Value::Blob(b) => v3::Value::Blob(b),
+        Value::Null => v3::Value::Null,
     }
 }
 

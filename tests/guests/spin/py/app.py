@@ -6,18 +6,34 @@ wasi:http/handler@0.3.0 and reads Spin's host interfaces of the spin:*@3.0.0 gen
   /py/var     the component's variable `greeting` (spin:variables@3.0.0)
   /py/config  the same variable through wasi:config/store
   /py/fetch   fetches the URL of its query's url= (wasi:http/client@0.3.0), as Spin lets it
+  /py/sqlite  adds a row to a table of the default database and answers the rows' count and
+              the new row's id (spin:sqlite@3.1.0, the rows read from a stream)
+  /py/redis   increments the key `hits` on the Redis server of its query's addr=, then reads it
+              back (spin:redis@3.0.0)
   /py/mysql   calls an interface the host may not provide (spin:mysql@3.0.0)
 """
 
 from urllib.parse import parse_qs, urlparse
 
-from spin_sdk import http, key_value, variables
+from spin_sdk import http, key_value, redis, sqlite, variables
 from spin_sdk.http import Request, Response
 from spin_sdk.wit.imports import wasi_config_store_0_2_0_draft_2024_09_27 as config
 
 
 def text(status: int, body: str) -> Response:
     return Response(status, {"content-type": "text/plain"}, body.encode("utf-8"))
+
+
+async def rows(db: sqlite.Connection, statement: str, params: list) -> list:
+    """Runs `statement`: every row of its stream, once the statement has succeeded."""
+    _columns, stream, result = await db.execute(statement, params)
+    got = []
+    with stream:
+        while not stream.writer_dropped:
+            got.extend(await stream.read(16))
+    with result:
+        await result.read()
+    return got
 
 
 class HttpHandler(http.Handler):
@@ -42,6 +58,19 @@ class HttpHandler(http.Handler):
             except Exception as err:
                 return text(502, f"refused: {err!r}")
             return text(200, f"fetched {got.status}: {(got.body or b'').decode('utf-8')}")
+        if path.endswith("/sqlite"):
+            with await sqlite.Connection.open_default() as db:
+                await rows(db, "CREATE TABLE IF NOT EXISTS hits (at TEXT)", [])
+                await rows(db, "INSERT INTO hits VALUES (?)", [sqlite.Value_Text(path)])
+                rowid = await db.last_insert_rowid()
+                counted = await rows(db, "SELECT COUNT(*) FROM hits", [])
+            return text(200, f"rows {counted[0].values[0].value}, last id {rowid}")
+        if path.endswith("/redis"):
+            addr = parse_qs(uri.query).get("addr", [""])[0]
+            with await redis.open(f"redis://{addr}") as conn:
+                hits = await conn.incr("hits")
+                again = await conn.get("hits")
+            return text(200, f"hits {hits}, read back {(again or b'').decode('utf-8')}")
         if path.endswith("/mysql"):
             from spin_sdk.wit.imports import spin_mysql_mysql_3_0_0 as mysql
             await mysql.Connection.open("mysql://127.0.0.1/db")
