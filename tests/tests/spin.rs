@@ -1131,6 +1131,18 @@ fn a_python_app_reaches_an_allowed_host_through_wasi_http_0_3_and_is_refused_ano
 }
 
 #[test]
+fn a_python_app_counts_batches_and_swaps_through_wasi_keyvalue() {
+    let app = serve_python("http://127.0.0.1:1", &[]);
+    for n in 1..=2 {
+        assert_eq!(
+            app.get("/py/wasi-kv"),
+            (200, format!("hits {n}, batch a=1,b=2,c=-, swapped"))
+        );
+    }
+    app.stop();
+}
+
+#[test]
 fn a_python_app_keeps_rows_in_its_default_database_through_spin_sqlite_3_1() {
     let app = serve_python("http://127.0.0.1:1", &[]);
     for n in 1..=3 {

@@ -1,6 +1,6 @@
 //! The Spin host interfaces components get, on top of WASI and `wasi:http`: the bindings of
 //! `variables` and `key-value` (`fermyon:spin@2.0.0` and `spin:*@3.0.0`), of `spin:sqlite@3.1.0`
-//! and `spin:redis@3.0.0`, and of `wasi:config`,
+//! and `spin:redis@3.0.0`, and of `wasi:config` and `wasi:keyvalue`,
 //! and the [`Extension`] that links them with Redis and SQLite, filters outgoing HTTP requests,
 //! and accepts the imports of Spin's platform that kwasi does not provide.
 
@@ -28,6 +28,8 @@ pub(crate) mod bindings {
             "fermyon:spin/key-value.store": crate::key_value::OpenStore,
             "spin:key-value/key-value.store": crate::key_value::OpenStore,
             "spin:sqlite/sqlite.connection": crate::sqlite::Database,
+            "wasi:keyvalue/store.bucket": crate::key_value::OpenStore,
+            "wasi:keyvalue/atomics.cas": crate::key_value::Cas,
             "spin:redis/redis.connection": crate::redis::Connection,
         },
     });
@@ -99,6 +101,16 @@ impl Extension for SpinHost {
         bindings::wasi::config::store::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
             host.state()
         })?;
+        bindings::wasi::keyvalue::store::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
+            host.state()
+        })?;
+        bindings::wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<SpinState>>(
+            linker,
+            |host| host.state(),
+        )?;
+        bindings::wasi::keyvalue::batch::add_to_linker::<_, HasSelf<SpinState>>(linker, |host| {
+            host.state()
+        })?;
         crate::redis::bindings::outbound::fermyon::spin2_0_0::redis::add_to_linker::<
             _,
             HasSelf<SpinState>,
@@ -168,5 +180,4 @@ const NOT_PROVIDED: &[&str] = &[
     "spin:mqtt/",
     "spin:mysql/",
     "spin:postgres/",
-    "wasi:keyvalue/",
 ];

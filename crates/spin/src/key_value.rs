@@ -43,6 +43,7 @@ pub fn default_stores() -> BTreeMap<String, PathBuf> {
 /// A store an instance has open.
 pub struct OpenStore {
     label: String,
+    path: PathBuf,
     connection: Connection,
 }
 
@@ -50,17 +51,88 @@ fn other(err: impl std::fmt::Display) -> Error {
     Error::Other(err.to_string())
 }
 
-/// Opens the SQLite file at `path` (and its directory), with the table of Spin's stores.
-fn connect(path: &Path) -> Result<Connection, Error> {
-    let connection = crate::sqlite::open_file(path).map_err(Error::Other)?;
-    connection
-        .execute(
-            "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
-             value BLOB NOT NULL, PRIMARY KEY (store, key))",
-            [],
-        )
-        .map_err(other)?;
-    Ok(connection)
+impl OpenStore {
+    /// Opens store `label`, kept in the SQLite file at `path` (made, with its directory and
+    /// the table of Spin's stores, if need be).
+    fn open(label: String, path: &Path) -> Result<OpenStore, Error> {
+        let connection = crate::sqlite::open_file(path).map_err(Error::Other)?;
+        connection
+            .execute(
+                "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, \
+                 value BLOB NOT NULL, PRIMARY KEY (store, key))",
+                [],
+            )
+            .map_err(other)?;
+        Ok(OpenStore {
+            label,
+            path: path.to_path_buf(),
+            connection,
+        })
+    }
+
+    /// The value of `key`, if it has one.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.connection
+            .query_row(
+                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                (&self.label, key),
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(other)
+    }
+
+    /// Gives `key` `value`.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        self.connection
+            .execute(
+                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
+                (&self.label, key, value),
+            )
+            .map(|_| ())
+            .map_err(other)
+    }
+
+    /// Removes `key`.
+    fn delete(&self, key: &str) -> Result<(), Error> {
+        self.connection
+            .execute(
+                "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                (&self.label, key),
+            )
+            .map(|_| ())
+            .map_err(other)
+    }
+
+    /// Every key, in order.
+    fn keys(&self) -> Result<Vec<String>, Error> {
+        let mut query = self
+            .connection
+            .prepare("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key")
+            .map_err(other)?;
+        let keys = query
+            .query_map([&self.label], |row| row.get(0))
+            .map_err(other)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(other);
+        keys
+    }
+
+    /// Runs `f` in a transaction that no other writer interleaves with (SQLite's `BEGIN
+    /// IMMEDIATE`), and commits what it did if it succeeds.
+    fn atomically<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&OpenStore) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(other)?;
+        let done = f(self);
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        self.connection.execute_batch(end).map_err(other)?;
+        done
+    }
 }
 
 impl Host for SpinState {}
@@ -74,23 +146,12 @@ impl HostStore for SpinState {
                 Error::NoSuchStore
             });
         };
-        let connection = connect(path)?;
-        self.table
-            .push(OpenStore { label, connection })
-            .map_err(|_| Error::StoreTableFull)
+        let store = OpenStore::open(label, path)?;
+        self.table.push(store).map_err(|_| Error::StoreTableFull)
     }
 
     fn get(&mut self, store: Resource<OpenStore>, key: String) -> Result<Option<Vec<u8>>, Error> {
-        let store = self.store(&store)?;
-        store
-            .connection
-            .query_row(
-                "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
-                (&store.label, &key),
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(other)
+        self.store(&store)?.get(&key)
     }
 
     fn set(
@@ -99,28 +160,11 @@ impl HostStore for SpinState {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), Error> {
-        let store = self.store(&store)?;
-        store
-            .connection
-            .execute(
-                "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (store, key) DO UPDATE SET value = excluded.value",
-                (&store.label, &key, &value),
-            )
-            .map(|_| ())
-            .map_err(other)
+        self.store(&store)?.set(&key, &value)
     }
 
     fn delete(&mut self, store: Resource<OpenStore>, key: String) -> Result<(), Error> {
-        let store = self.store(&store)?;
-        store
-            .connection
-            .execute(
-                "DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2",
-                (&store.label, &key),
-            )
-            .map(|_| ())
-            .map_err(other)
+        self.store(&store)?.delete(&key)
     }
 
     fn exists(&mut self, store: Resource<OpenStore>, key: String) -> Result<bool, Error> {
@@ -128,17 +172,7 @@ impl HostStore for SpinState {
     }
 
     fn get_keys(&mut self, store: Resource<OpenStore>) -> Result<Vec<String>, Error> {
-        let store = self.store(&store)?;
-        let mut query = store
-            .connection
-            .prepare("SELECT key FROM spin_key_value WHERE store = ?1 ORDER BY key")
-            .map_err(other)?;
-        let keys = query
-            .query_map([&store.label], |row| row.get(0))
-            .map_err(other)?
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(other);
-        keys
+        self.store(&store)?.keys()
     }
 
     fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
@@ -238,6 +272,224 @@ impl<U> v3::HostStoreWithStore<U> for HasSelf<SpinState> {
     }
 }
 
+/// `wasi:keyvalue@0.2.0-draft2`, which the current SDKs import: the same stores as buckets, with
+/// Spin's atomics (a counter is kept as 8 little-endian bytes, as Spin keeps it) and batches.
+mod wasi {
+    use super::*;
+    use crate::host::bindings::wasi::keyvalue::{atomics, batch, store};
+
+    /// A key's value as `atomics.cas` read it, on a connection of its own.
+    pub struct Cas {
+        store: OpenStore,
+        key: String,
+        read: Option<Vec<u8>>,
+    }
+
+    fn error(err: Error) -> store::Error {
+        match err {
+            Error::NoSuchStore => store::Error::NoSuchStore,
+            Error::AccessDenied => store::Error::AccessDenied,
+            Error::StoreTableFull => store::Error::Other("too many stores open".into()),
+            Error::Other(reason) => store::Error::Other(reason),
+        }
+    }
+
+    impl SpinState {
+        fn bucket(&self, bucket: &Resource<OpenStore>) -> Result<&OpenStore, store::Error> {
+            self.store(bucket)
+                .map_err(|e| store::Error::Other(e.to_string()))
+        }
+
+        /// Reads `key` of `store` into a new `cas`.
+        fn new_cas(
+            &mut self,
+            store: OpenStore,
+            key: String,
+        ) -> Result<Resource<Cas>, store::Error> {
+            let read = store.get(&key).map_err(error)?;
+            self.table
+                .push(Cas { store, key, read })
+                .map_err(|e| store::Error::Other(e.to_string()))
+        }
+    }
+
+    impl store::Host for SpinState {
+        fn open(&mut self, identifier: String) -> Result<Resource<OpenStore>, store::Error> {
+            HostStore::open(self, identifier).map_err(error)
+        }
+    }
+
+    impl store::HostBucket for SpinState {
+        fn get(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            key: String,
+        ) -> Result<Option<Vec<u8>>, store::Error> {
+            self.bucket(&bucket)?.get(&key).map_err(error)
+        }
+
+        fn set(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            key: String,
+            value: Vec<u8>,
+        ) -> Result<(), store::Error> {
+            self.bucket(&bucket)?.set(&key, &value).map_err(error)
+        }
+
+        fn delete(&mut self, bucket: Resource<OpenStore>, key: String) -> Result<(), store::Error> {
+            self.bucket(&bucket)?.delete(&key).map_err(error)
+        }
+
+        fn exists(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            key: String,
+        ) -> Result<bool, store::Error> {
+            Ok(self.bucket(&bucket)?.get(&key).map_err(error)?.is_some())
+        }
+
+        /// Every key in one page: the stores are small enough, as in Spin.
+        fn list_keys(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            _cursor: Option<String>,
+        ) -> Result<store::KeyResponse, store::Error> {
+            let keys = self.bucket(&bucket)?.keys().map_err(error)?;
+            Ok(store::KeyResponse { keys, cursor: None })
+        }
+
+        fn drop(&mut self, bucket: Resource<OpenStore>) -> wasmtime::Result<()> {
+            HostStore::drop(self, bucket)
+        }
+    }
+
+    /// The number a counter's value holds: 8 little-endian bytes, or none for no value.
+    fn counter(key: &str, value: Option<Vec<u8>>) -> Result<i64, store::Error> {
+        match value {
+            None => Ok(0),
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+                .map(i64::from_le_bytes)
+                .map_err(|_| {
+                    store::Error::Other(format!(
+                        "the value of {key:?} is not a counter (8 little-endian bytes)"
+                    ))
+                }),
+        }
+    }
+
+    impl From<Error> for store::Error {
+        fn from(err: Error) -> store::Error {
+            error(err)
+        }
+    }
+
+    impl atomics::Host for SpinState {
+        fn increment(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            key: String,
+            delta: i64,
+        ) -> Result<i64, store::Error> {
+            self.bucket(&bucket)?.atomically(|store| {
+                let value = counter(&key, store.get(&key)?)?
+                    .checked_add(delta)
+                    .ok_or_else(|| store::Error::Other(format!("{key:?} would overflow")))?;
+                store.set(&key, &value.to_le_bytes())?;
+                Ok(value)
+            })
+        }
+
+        fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> Result<(), atomics::CasError> {
+            let failed = |e: store::Error| atomics::CasError::StoreError(e);
+            let cas = self
+                .table
+                .delete(cas)
+                .map_err(|e| failed(store::Error::Other(e.to_string())))?;
+            let swapped = cas.store.atomically(|store| {
+                let now = store.get(&cas.key)?;
+                if now != cas.read {
+                    return Ok(false);
+                }
+                store.set(&cas.key, &value)?;
+                Ok::<_, store::Error>(true)
+            });
+            match swapped {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let again = self.new_cas(cas.store, cas.key).map_err(failed)?;
+                    Err(atomics::CasError::CasFailed(again))
+                }
+                Err(e) => Err(failed(e)),
+            }
+        }
+    }
+
+    impl atomics::HostCas for SpinState {
+        fn new(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            key: String,
+        ) -> Result<Resource<Cas>, store::Error> {
+            let open = self.bucket(&bucket)?;
+            let store = OpenStore::open(open.label.clone(), &open.path.clone()).map_err(error)?;
+            self.new_cas(store, key)
+        }
+
+        fn current(&mut self, cas: Resource<Cas>) -> Result<Option<Vec<u8>>, store::Error> {
+            self.table
+                .get(&cas)
+                .map(|cas| cas.read.clone())
+                .map_err(|e| store::Error::Other(e.to_string()))
+        }
+
+        fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+            self.table.delete(cas)?;
+            Ok(())
+        }
+    }
+
+    impl batch::Host for SpinState {
+        fn get_many(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            keys: Vec<String>,
+        ) -> Result<Vec<(String, Option<Vec<u8>>)>, store::Error> {
+            let store = self.bucket(&bucket)?;
+            keys.into_iter()
+                .map(|key| Ok((key.clone(), store.get(&key)?)))
+                .collect()
+        }
+
+        fn set_many(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            key_values: Vec<(String, Vec<u8>)>,
+        ) -> Result<(), store::Error> {
+            self.bucket(&bucket)?.atomically(|store| {
+                key_values
+                    .iter()
+                    .try_for_each(|(key, value)| store.set(key, value))
+                    .map_err(error)
+            })
+        }
+
+        fn delete_many(
+            &mut self,
+            bucket: Resource<OpenStore>,
+            keys: Vec<String>,
+        ) -> Result<(), store::Error> {
+            self.bucket(&bucket)?.atomically(|store| {
+                keys.iter()
+                    .try_for_each(|key| store.delete(key))
+                    .map_err(error)
+            })
+        }
+    }
+}
+
+pub use wasi::Cas;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +546,85 @@ mod tests {
         assert!(matches!(s.open("default".into()), Err(Error::AccessDenied)));
         assert!(matches!(s.open("missing".into()), Err(Error::NoSuchStore)));
         assert!(s.open("other".into()).is_ok());
+    }
+
+    mod wasi_keyvalue {
+        use super::*;
+        use crate::host::bindings::wasi::keyvalue::{atomics, batch, store};
+
+        fn bucket(s: &mut SpinState) -> u32 {
+            store::Host::open(s, "default".into()).unwrap().rep()
+        }
+
+        #[test]
+        fn increment_counts_from_zero_in_eight_little_endian_bytes() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = state(dir.path(), &["default"]);
+            let b = bucket(&mut s);
+            for n in 1..=3 {
+                let got = atomics::Host::increment(&mut s, Resource::new_borrow(b), "c".into(), 1);
+                assert_eq!(got.unwrap(), n);
+            }
+            let stored = store::HostBucket::get(&mut s, Resource::new_borrow(b), "c".into());
+            assert_eq!(stored.unwrap(), Some(3i64.to_le_bytes().to_vec()));
+        }
+
+        #[test]
+        fn increment_refuses_a_value_that_is_not_a_counter() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = state(dir.path(), &["default"]);
+            let b = bucket(&mut s);
+            store::HostBucket::set(&mut s, Resource::new_borrow(b), "c".into(), b"x".to_vec())
+                .unwrap();
+            let err = atomics::Host::increment(&mut s, Resource::new_borrow(b), "c".into(), 1);
+            assert!(matches!(err, Err(store::Error::Other(r)) if r.contains("not a counter")));
+        }
+
+        #[test]
+        fn a_swap_succeeds_only_if_the_value_is_still_the_one_read() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = state(dir.path(), &["default"]);
+            let b = bucket(&mut s);
+            let cas = atomics::HostCas::new(&mut s, Resource::new_borrow(b), "k".into()).unwrap();
+            store::HostBucket::set(
+                &mut s,
+                Resource::new_borrow(b),
+                "k".into(),
+                b"other".to_vec(),
+            )
+            .unwrap();
+            let again = match atomics::Host::swap(&mut s, cas, b"mine".to_vec()) {
+                Err(atomics::CasError::CasFailed(again)) => again,
+                other => panic!("{other:?}"),
+            };
+            let read = atomics::HostCas::current(&mut s, Resource::new_borrow(again.rep()));
+            assert_eq!(read.unwrap(), Some(b"other".to_vec()));
+            atomics::Host::swap(&mut s, again, b"mine".to_vec()).unwrap();
+            let now = store::HostBucket::get(&mut s, Resource::new_borrow(b), "k".into());
+            assert_eq!(now.unwrap(), Some(b"mine".to_vec()));
+        }
+
+        #[test]
+        fn a_batch_sets_gets_and_deletes_several_keys() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = state(dir.path(), &["default"]);
+            let b = bucket(&mut s);
+            let pairs = vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())];
+            batch::Host::set_many(&mut s, Resource::new_borrow(b), pairs).unwrap();
+            batch::Host::delete_many(&mut s, Resource::new_borrow(b), vec!["a".into()]).unwrap();
+            let got = batch::Host::get_many(
+                &mut s,
+                Resource::new_borrow(b),
+                vec!["a".into(), "b".into()],
+            );
+            assert_eq!(
+                got.unwrap(),
+                [
+                    ("a".to_string(), None),
+                    ("b".to_string(), Some(b"2".to_vec()))
+                ]
+            );
+        }
     }
 
     #[test]

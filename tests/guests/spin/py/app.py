@@ -10,6 +10,8 @@ wasi:http/handler@0.3.0 and reads Spin's host interfaces of the spin:*@3.0.0 gen
               the new row's id (spin:sqlite@3.1.0, the rows read from a stream)
   /py/redis   increments the key `hits` on the Redis server of its query's addr=, then reads it
               back (spin:redis@3.0.0)
+  /py/wasi-kv counts its requests with wasi:keyvalue's atomics in the default store, sets and
+              gets keys in a batch, and swaps a value in (wasi:keyvalue@0.2.0-draft2)
   /py/mysql   calls an interface the host may not provide (spin:mysql@3.0.0)
 """
 
@@ -18,6 +20,9 @@ from urllib.parse import parse_qs, urlparse
 from spin_sdk import http, key_value, redis, sqlite, variables
 from spin_sdk.http import Request, Response
 from spin_sdk.wit.imports import wasi_config_store_0_2_0_draft_2024_09_27 as config
+from spin_sdk.wit.imports import wasi_keyvalue_atomics_0_2_0_draft2 as atomics
+from spin_sdk.wit.imports import wasi_keyvalue_batch_0_2_0_draft2 as batch
+from spin_sdk.wit.imports import wasi_keyvalue_store_0_2_0_draft2 as wasi_kv
 
 
 def text(status: int, body: str) -> Response:
@@ -71,6 +76,15 @@ class HttpHandler(http.Handler):
                 hits = await conn.incr("hits")
                 again = await conn.get("hits")
             return text(200, f"hits {hits}, read back {(again or b'').decode('utf-8')}")
+        if path.endswith("/wasi-kv"):
+            with wasi_kv.open("default") as bucket:
+                hits = atomics.increment(bucket, "wasi-hits", 1)
+                batch.set_many(bucket, [("a", b"1"), ("b", b"2")])
+                got = batch.get_many(bucket, ["a", "b", "c"])
+                atomics.swap(atomics.Cas.new(bucket, "greeting"), b"swapped")
+                greeting = bucket.get("greeting") or b""
+            pairs = ",".join(f"{k}={(v or b'-').decode('utf-8')}" for k, v in got)
+            return text(200, f"hits {hits}, batch {pairs}, {greeting.decode('utf-8')}")
         if path.endswith("/mysql"):
             from spin_sdk.wit.imports import spin_mysql_mysql_3_0_0 as mysql
             await mysql.Connection.open("mysql://127.0.0.1/db")
