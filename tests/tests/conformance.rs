@@ -90,6 +90,7 @@ conformance!(
         containerd_receives_create_start_exit_delete_events_in_order,
         a_cli_component_gets_args_env_and_files_and_fails_with_status_1,
         an_http_component_answers_get_and_echoes_a_post_body_over_keep_alive,
+        a_wasi_0_3_http_component_answers_with_the_body_it_writes_after_returning,
         a_hundred_parallel_requests_are_all_answered,
         sigterm_during_a_slow_request_lets_it_finish_and_the_task_exits_0,
         a_trapping_handler_answers_500_and_the_server_keeps_serving,
@@ -1029,7 +1030,12 @@ impl Served {
     /// Starts the HTTP guest with `env` (`KEY=VALUE`) and waits until it listens; `None`
     /// when the shim refuses components (after checking that it does so properly).
     fn start(shim: &Shim, env: &[&str]) -> Option<Served> {
-        let (c, image) = with_component(shim, "http.wasm", &[]);
+        Served::start_guest(shim, "http.wasm", env)
+    }
+
+    /// [`Served::start`] with the HTTP component `guest` (a path under tests/guests).
+    fn start_guest(shim: &Shim, guest: &str, env: &[&str]) -> Option<Served> {
+        let (c, image) = with_component(shim, guest, &[]);
         if refuses_components(shim, &c, &image) {
             return None;
         }
@@ -1094,6 +1100,25 @@ fn an_http_component_answers_get_and_echoes_a_post_body_over_keep_alive(shim: &S
         out.stderr.contains(&"serving HTTP on http://".to_string()),
         "{out:?}"
     );
+}
+
+/// The guest (tests/guests/p3http, Python through componentize-py) exports
+/// `wasi:http/handler@0.3.0` and writes its body from a task of its own, after `handle` has
+/// returned the response.
+fn a_wasi_0_3_http_component_answers_with_the_body_it_writes_after_returning(shim: &Shim) {
+    let Some(served) = Served::start_guest(shim, "p3http/app.wasm", &[]) else {
+        return;
+    };
+    let agent = http::client();
+    for path in ["/", "/a/b?c=1"] {
+        let (status, body) = http::get(&agent, served.addr, path).unwrap();
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("hello from WASI 0.3 at {path}\n").as_str())
+        );
+    }
+    let out = served.stop();
+    assert_eq!(out.status, 0, "{out:?}");
 }
 
 fn a_hundred_parallel_requests_are_all_answered(shim: &Shim) {
