@@ -672,10 +672,17 @@ fn stop(c: &Containerd, run: RunningCtr, id: &str) -> CtrOutput {
     out
 }
 
-/// Runs the Redis app with `source` as its listener (a component that writes each message
-/// back as `last-message` and counts them in `messages`, refusing the message `fail`),
-/// publishes `hello`, `fail` and `again`, checks what it wrote, and returns what it printed.
-fn publish_to_listener(source: &str) -> CtrOutput {
+/// A Redis app running, subscribed: its server, its containerd, its `ctr run` and task id.
+struct Listening {
+    redis: Redis,
+    c: Containerd,
+    run: RunningCtr,
+    id: String,
+}
+
+/// Runs the Redis app with `source` as its listener: a component that writes each message
+/// back as `last-message` and counts them in `messages`, refusing the message `fail`.
+fn start_listener(source: &str) -> Listening {
     let redis = Redis::start().unwrap();
     let c = containerd();
     let toml = redis_toml(&redis, &format!("\"{}\"", redis.url()))
@@ -683,8 +690,14 @@ fn publish_to_listener(source: &str) -> CtrOutput {
     let image = spin_toml_image(&c, "kwasi.test/spin-redis:v1", &toml);
     let id = unique_id("spin-redis");
     let run = start_subscribed(&c, &redis, &image, &id);
-    let wait = Duration::from_secs(60);
+    Listening { redis, c, run, id }
+}
 
+/// Publishes `hello`, `fail` and `again` to the listener `source`, checks what it wrote, and
+/// returns what it printed.
+fn publish_to_listener(source: &str) -> CtrOutput {
+    let Listening { redis, c, run, id } = start_listener(source);
+    let wait = Duration::from_secs(60);
     redis.cli(&["PUBLISH", "messages", "hello"]).unwrap();
     redis
         .wait_for(&["GET", "last-message"], "hello", wait)
@@ -696,6 +709,21 @@ fn publish_to_listener(source: &str) -> CtrOutput {
         .unwrap();
     assert_eq!(redis.cli(&["GET", "messages"]).unwrap(), "2");
     stop(&c, run, &id)
+}
+
+#[test]
+fn at_sigterm_the_redis_trigger_lets_the_components_called_with_messages_finish() {
+    let Listening { redis, c, run, id } = start_listener("py-redis.wasm");
+    redis.cli(&["PUBLISH", "messages", "slow"]).unwrap();
+    redis
+        .wait_for(&["GET", "started"], "slow", Duration::from_secs(60))
+        .unwrap();
+    let out = stop(&c, run, &id);
+    assert_eq!(
+        redis.cli(&["GET", "last-message"]).unwrap(),
+        "slow",
+        "the call was cut: {out:?}"
+    );
 }
 
 #[test]

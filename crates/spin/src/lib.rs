@@ -163,13 +163,14 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 };
                 // Chained requests reached the components until now.
                 drop(app.chained);
-                // A Redis connection that ended stops the app, as in Spin.
+                // Then the Redis trigger drains; a Redis connection that had ended stops the
+                // app with an error, as in Spin.
                 match redis {
-                    Some(thread) if thread.is_finished() => match thread.join() {
-                        Ok(Err(ended)) => Err(EngineError::Other(ended)),
-                        _ => Ok(code),
-                    },
-                    _ => Ok(code),
+                    Some(redis) => {
+                        let shutdown = redis.stop(app.config.drain).map_err(EngineError::Other)?;
+                        Ok(code.max(shutdown.exit_code()))
+                    }
+                    None => Ok(code),
                 }
             }
         }

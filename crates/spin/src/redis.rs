@@ -5,12 +5,16 @@
 //! - the Redis trigger, `[[trigger.redis]]`: a component that exports
 //!   `fermyon:spin/inbound-redis` is called, in a fresh instance, with each message published
 //!   on its channel. The server is the trigger's `address`, or the app's
-//!   `[application.trigger.redis] address`; both may refer to variables.
+//!   `[application.trigger.redis] address`; both may refer to variables. At SIGTERM it stops
+//!   taking messages and lets the components called with earlier ones finish, for at most the
+//!   drain time (`KWASI_HTTP_DRAIN_SECONDS`, as the HTTP trigger).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use kwasi_core::http::Shutdown;
 use kwasi_engine_wasmtime::{Host, LinkedComponent};
 use wasmtime::component::{Accessor, HasSelf, Resource};
 
@@ -534,9 +538,10 @@ impl RedisTrigger {
 
     /// Subscribes on every server, in a thread of its own, and returns once all
     /// subscriptions are made (or one failed); the thread then calls the components with each
-    /// message until a connection ends, and its result says why.
-    pub fn start(self) -> Result<std::thread::JoinHandle<Result<(), String>>, String> {
+    /// message until it is stopped ([`RunningRedis::stop`]) or a connection ends.
+    pub fn start(self) -> Result<RunningRedis, String> {
         let (ready, subscribed) = mpsc::channel::<Result<(), String>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<Duration>();
         let thread = std::thread::Builder::new()
             .name("redis-trigger".into())
             .spawn(move || {
@@ -552,11 +557,11 @@ impl RedisTrigger {
                         return Err(e);
                     }
                 };
-                runtime.block_on(self.run(ready))
+                runtime.block_on(self.run(ready, stopped))
             })
             .map_err(|e| format!("redis trigger: starting its thread: {e}"))?;
         match subscribed.recv() {
-            Ok(Ok(())) => Ok(thread),
+            Ok(Ok(())) => Ok(RunningRedis { thread, stop }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(match thread.join() {
                 Ok(Err(e)) => e,
@@ -565,7 +570,11 @@ impl RedisTrigger {
         }
     }
 
-    async fn run(self, ready: mpsc::Sender<Result<(), String>>) -> Result<(), String> {
+    async fn run(
+        self,
+        ready: mpsc::Sender<Result<(), String>>,
+        stopped: tokio::sync::oneshot::Receiver<Duration>,
+    ) -> Result<Shutdown, String> {
         let mut streams = Vec::new();
         for (address, channels) in self.servers {
             let subscribed = subscribe(&address, channels.keys()).await;
@@ -587,35 +596,73 @@ impl RedisTrigger {
             }
         }
         let _ = ready.send(Ok(()));
-        let listeners = streams.into_iter().map(|(address, channels, pubsub)| {
-            tokio::spawn(async move {
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    let channel = message.get_channel_name().to_string();
-                    let Some(handlers) = channels.get(&channel) else {
-                        continue;
-                    };
-                    for handler in handlers.iter().cloned() {
-                        let payload = message.get_payload_bytes().to_vec();
-                        let channel = channel.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = handler.handle(payload).await {
-                                eprintln!(
-                                    "component {}: a message on channel {channel}: {e}",
-                                    handler.component
-                                );
-                            }
-                        });
+        // Each call holds a clone of `in_flight`; `all_done` ends when the last is dropped.
+        let (in_flight, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+        let listeners: Vec<_> = streams
+            .into_iter()
+            .map(|(address, channels, pubsub)| {
+                let in_flight = in_flight.clone();
+                tokio::spawn(async move {
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        let channel = message.get_channel_name().to_string();
+                        let Some(handlers) = channels.get(&channel) else {
+                            continue;
+                        };
+                        for handler in handlers.iter().cloned() {
+                            let payload = message.get_payload_bytes().to_vec();
+                            let channel = channel.clone();
+                            let call = in_flight.clone();
+                            tokio::spawn(async move {
+                                let _call = call;
+                                if let Err(e) = handler.handle(payload).await {
+                                    eprintln!(
+                                        "component {}: a message on channel {channel}: {e}",
+                                        handler.component
+                                    );
+                                }
+                            });
+                        }
                     }
-                }
-                format!("redis trigger: the connection to {address} ended")
+                    format!("redis trigger: the connection to {address} ended")
+                })
             })
-        });
-        let (ended, _, _) = futures_util::future::select_all(listeners).await;
-        // Wakes the app's main thread, which waits for SIGTERM, to stop the app.
-        // SAFETY: sending a signal to this process.
-        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-        Err(ended.unwrap_or_else(|e| format!("redis trigger: {e}")))
+            .collect();
+        drop(in_flight);
+        let subscriptions: Vec<_> = listeners.iter().map(|l| l.abort_handle()).collect();
+        let drain = tokio::select! {
+            (ended, _, _) = futures_util::future::select_all(listeners) => {
+                // Wakes the app's main thread, which waits for SIGTERM, to stop the app.
+                // SAFETY: sending a signal to this process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                return Err(ended.unwrap_or_else(|e| format!("redis trigger: {e}")));
+            }
+            drain = stopped => drain.unwrap_or_default(),
+        };
+        // No more messages: the subscriptions end with their connections.
+        subscriptions.iter().for_each(|s| s.abort());
+        match tokio::time::timeout(drain, all_done.recv()).await {
+            Ok(_) => Ok(Shutdown::Drained),
+            Err(_) => Ok(Shutdown::DeadlineExceeded),
+        }
+    }
+}
+
+/// A Redis trigger taking messages.
+pub struct RunningRedis {
+    thread: std::thread::JoinHandle<Result<Shutdown, String>>,
+    stop: tokio::sync::oneshot::Sender<Duration>,
+}
+
+impl RunningRedis {
+    /// Stops taking messages and waits, at most `drain`, for the components called with
+    /// earlier ones to finish. An error says why the trigger had ended before (a lost
+    /// connection).
+    pub fn stop(self, drain: Duration) -> Result<Shutdown, String> {
+        let _ = self.stop.send(drain);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err("redis trigger: its thread panicked".into()))
     }
 }
 
