@@ -90,6 +90,23 @@ fn async_config(mut config: wasmtime::Config) -> wasmtime::Config {
     config
 }
 
+/// The engine in `cell`, made by `make` the first time it is asked for.
+fn engine_in(
+    cell: &OnceLock<wasmtime::Engine>,
+    make: impl FnOnce() -> Result<wasmtime::Engine, EngineError>,
+) -> Result<&wasmtime::Engine, EngineError> {
+    if let Some(engine) = cell.get() {
+        return Ok(engine);
+    }
+    let engine = make()?;
+    Ok(cell.get_or_init(|| engine))
+}
+
+fn new_engine(config: &wasmtime::Config) -> Result<wasmtime::Engine, EngineError> {
+    wasmtime::Engine::new(config)
+        .map_err(|e| EngineError::Other(format!("configuring wasmtime: {e:#}")))
+}
+
 impl WasmtimeEngine {
     /// Loads precompiled code: `compiled`, copied, or mapped from the file at `path` that
     /// starts with it.
@@ -125,38 +142,28 @@ impl WasmtimeEngine {
     }
 
     fn engine_for_modules(&self) -> Result<&wasmtime::Engine, EngineError> {
-        if let Some(engine) = self.modules.get() {
-            return Ok(engine);
-        }
-        let engine = wasmtime::Engine::new(&base_config())
-            .map_err(|e| EngineError::Other(format!("configuring wasmtime: {e:#}")))?;
-        Ok(self.modules.get_or_init(|| engine))
+        engine_in(&self.modules, || new_engine(&base_config()))
     }
 
     fn engine_for_components(&self) -> Result<&wasmtime::Engine, EngineError> {
-        if let Some(engine) = self.components.get() {
-            return Ok(engine);
-        }
-        let engine = match wasmtime::Engine::new(&pooled_config()) {
-            Ok(engine) => engine,
-            Err(err) => {
-                // Too little address space for the pool (39-bit systems, a low `ulimit -v`):
-                // instances are then allocated one by one, slower but correct.
-                log::warn!("wasmtime's pooling allocator is unavailable ({err:#}); using on-demand allocation");
-                self.engine_for_modules()?.clone()
+        engine_in(&self.components, || {
+            match wasmtime::Engine::new(&pooled_config()) {
+                Ok(engine) => Ok(engine),
+                Err(err) => {
+                    // Too little address space for the pool (39-bit systems, a low `ulimit -v`):
+                    // instances are then allocated one by one, slower but correct.
+                    log::warn!("wasmtime's pooling allocator is unavailable ({err:#}); using on-demand allocation");
+                    self.engine_for_modules().cloned()
+                }
             }
-        };
-        Ok(self.components.get_or_init(|| engine))
+        })
     }
 
     fn engine_for_async_components(&self) -> Result<&wasmtime::Engine, EngineError> {
-        if let Some(engine) = self.async_components.get() {
-            return Ok(engine);
-        }
-        let engine = wasmtime::Engine::new(&async_config(pooled_config()))
-            .or_else(|_| wasmtime::Engine::new(&async_config(base_config())))
-            .map_err(|e| EngineError::Other(format!("configuring wasmtime: {e:#}")))?;
-        Ok(self.async_components.get_or_init(|| engine))
+        engine_in(&self.async_components, || {
+            new_engine(&async_config(pooled_config()))
+                .or_else(|_| new_engine(&async_config(base_config())))
+        })
     }
 
     /// Whether `engine` is the one of WASI 0.3 components.

@@ -335,9 +335,7 @@ fn component_file(
 /// The component an `allowed_outbound_hosts` entry lets its component chain to
 /// (`http://<component>.spin.internal`), or `*` for every one.
 fn chained_component(entry: &str) -> Option<&str> {
-    let (_, rest) = entry.split_once("://")?;
-    let host = rest.split([':', '/']).next()?;
-    crate::chaining::target(host)
+    crate::outbound::entry_host(entry).and_then(crate::chaining::target)
 }
 
 fn strings(metadata: &serde_json::Map<String, Value>, key: &str) -> Vec<String> {

@@ -285,19 +285,9 @@ mod wasi {
         read: Option<Vec<u8>>,
     }
 
-    fn error(err: Error) -> store::Error {
-        match err {
-            Error::NoSuchStore => store::Error::NoSuchStore,
-            Error::AccessDenied => store::Error::AccessDenied,
-            Error::StoreTableFull => store::Error::Other("too many stores open".into()),
-            Error::Other(reason) => store::Error::Other(reason),
-        }
-    }
-
     impl SpinState {
         fn bucket(&self, bucket: &Resource<OpenStore>) -> Result<&OpenStore, store::Error> {
-            self.store(bucket)
-                .map_err(|e| store::Error::Other(e.to_string()))
+            self.store(bucket).map_err(store::Error::from)
         }
 
         /// Reads `key` of `store` into a new `cas`.
@@ -306,7 +296,7 @@ mod wasi {
             store: OpenStore,
             key: String,
         ) -> Result<Resource<Cas>, store::Error> {
-            let read = store.get(&key).map_err(error)?;
+            let read = store.get(&key).map_err(store::Error::from)?;
             self.table
                 .push(Cas { store, key, read })
                 .map_err(|e| store::Error::Other(e.to_string()))
@@ -315,7 +305,7 @@ mod wasi {
 
     impl store::Host for SpinState {
         fn open(&mut self, identifier: String) -> Result<Resource<OpenStore>, store::Error> {
-            HostStore::open(self, identifier).map_err(error)
+            HostStore::open(self, identifier).map_err(store::Error::from)
         }
     }
 
@@ -325,7 +315,7 @@ mod wasi {
             bucket: Resource<OpenStore>,
             key: String,
         ) -> Result<Option<Vec<u8>>, store::Error> {
-            self.bucket(&bucket)?.get(&key).map_err(error)
+            self.bucket(&bucket)?.get(&key).map_err(store::Error::from)
         }
 
         fn set(
@@ -334,11 +324,15 @@ mod wasi {
             key: String,
             value: Vec<u8>,
         ) -> Result<(), store::Error> {
-            self.bucket(&bucket)?.set(&key, &value).map_err(error)
+            self.bucket(&bucket)?
+                .set(&key, &value)
+                .map_err(store::Error::from)
         }
 
         fn delete(&mut self, bucket: Resource<OpenStore>, key: String) -> Result<(), store::Error> {
-            self.bucket(&bucket)?.delete(&key).map_err(error)
+            self.bucket(&bucket)?
+                .delete(&key)
+                .map_err(store::Error::from)
         }
 
         fn exists(
@@ -346,7 +340,11 @@ mod wasi {
             bucket: Resource<OpenStore>,
             key: String,
         ) -> Result<bool, store::Error> {
-            Ok(self.bucket(&bucket)?.get(&key).map_err(error)?.is_some())
+            Ok(self
+                .bucket(&bucket)?
+                .get(&key)
+                .map_err(store::Error::from)?
+                .is_some())
         }
 
         /// Every key in one page: the stores are small enough, as in Spin.
@@ -355,7 +353,7 @@ mod wasi {
             bucket: Resource<OpenStore>,
             _cursor: Option<String>,
         ) -> Result<store::KeyResponse, store::Error> {
-            let keys = self.bucket(&bucket)?.keys().map_err(error)?;
+            let keys = self.bucket(&bucket)?.keys().map_err(store::Error::from)?;
             Ok(store::KeyResponse { keys, cursor: None })
         }
 
@@ -380,7 +378,12 @@ mod wasi {
 
     impl From<Error> for store::Error {
         fn from(err: Error) -> store::Error {
-            error(err)
+            match err {
+                Error::NoSuchStore => store::Error::NoSuchStore,
+                Error::AccessDenied => store::Error::AccessDenied,
+                Error::StoreTableFull => store::Error::Other("too many stores open".into()),
+                Error::Other(reason) => store::Error::Other(reason),
+            }
         }
     }
 
@@ -432,7 +435,8 @@ mod wasi {
             key: String,
         ) -> Result<Resource<Cas>, store::Error> {
             let open = self.bucket(&bucket)?;
-            let store = OpenStore::open(open.label.clone(), &open.path.clone()).map_err(error)?;
+            let store =
+                OpenStore::open(open.label.clone(), &open.path).map_err(store::Error::from)?;
             self.new_cas(store, key)
         }
 
@@ -470,7 +474,7 @@ mod wasi {
                 key_values
                     .iter()
                     .try_for_each(|(key, value)| store.set(key, value))
-                    .map_err(error)
+                    .map_err(store::Error::from)
             })
         }
 
@@ -482,7 +486,7 @@ mod wasi {
             self.bucket(&bucket)?.atomically(|store| {
                 keys.iter()
                     .try_for_each(|key| store.delete(key))
-                    .map_err(error)
+                    .map_err(store::Error::from)
             })
         }
     }

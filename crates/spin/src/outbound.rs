@@ -105,11 +105,7 @@ impl AllowedHosts {
 
 impl AllowedHost {
     fn parse(entry: &str) -> Result<AllowedHost, String> {
-        let (scheme, rest) = entry
-            .split_once("://")
-            .ok_or("has no scheme, like http:// or *://")?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = split_host_port(rest)?;
+        let (scheme, host, port) = split_entry(entry)?;
         let scheme = match scheme {
             "*" => None,
             s if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic()) => {
@@ -139,6 +135,22 @@ impl AllowedHost {
     fn allows_scheme(&self, scheme: &str) -> bool {
         self.scheme.as_deref().is_none_or(|s| s == scheme)
     }
+}
+
+/// An `allowed_outbound_hosts` entry's scheme, host and port, as written.
+fn split_entry(entry: &str) -> Result<(&str, &str, Option<&str>), String> {
+    let (scheme, rest) = entry
+        .split_once("://")
+        .ok_or("has no scheme, like http:// or *://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = split_host_port(rest)?;
+    Ok((scheme, host, port))
+}
+
+/// The host an `allowed_outbound_hosts` entry names, as written (`*.example.com`, `self`,
+/// `{{ host }}`), if the entry has the form of one.
+pub fn entry_host(entry: &str) -> Option<&str> {
+    split_entry(entry.trim()).ok().map(|(_, host, _)| host)
 }
 
 /// `host[:port]`, where host may be a bracketed IPv6 address or a network (`10.0.0.0/8`).

@@ -127,10 +127,10 @@ async fn connect(client: redis::Client) -> Result<redis::aio::MultiplexedConnect
 
 /// Sends `command` on `connection` and reads its answer as `T`.
 async fn query<T: redis::FromRedisValue>(
-    connection: Result<redis::aio::MultiplexedConnection, Error>,
+    mut connection: redis::aio::MultiplexedConnection,
     command: redis::Cmd,
 ) -> Result<T, Error> {
-    command.query_async(&mut connection?).await.map_err(|e| {
+    command.query_async(&mut connection).await.map_err(|e| {
         if e.kind() == redis::ErrorKind::UnexpectedReturnType {
             Error::TypeError
         } else {
@@ -185,7 +185,7 @@ impl HostConnection for SpinState {
         channel: String,
         payload: Payload,
     ) -> Result<(), Error> {
-        query::<i64>(self.multiplexed(&c), redis::Cmd::publish(channel, payload))
+        query::<i64>(self.multiplexed(&c)?, redis::Cmd::publish(channel, payload))
             .await
             .map(drop)
     }
@@ -195,7 +195,7 @@ impl HostConnection for SpinState {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Option<Payload>, Error> {
-        query(self.multiplexed(&c), redis::Cmd::get(key)).await
+        query(self.multiplexed(&c)?, redis::Cmd::get(key)).await
     }
 
     async fn set(
@@ -204,15 +204,15 @@ impl HostConnection for SpinState {
         key: String,
         value: Payload,
     ) -> Result<(), Error> {
-        query(self.multiplexed(&c), redis::Cmd::set(key, value)).await
+        query(self.multiplexed(&c)?, redis::Cmd::set(key, value)).await
     }
 
     async fn incr(&mut self, c: Resource<Connection>, key: String) -> Result<i64, Error> {
-        query(self.multiplexed(&c), command::incr(key)).await
+        query(self.multiplexed(&c)?, command::incr(key)).await
     }
 
     async fn del(&mut self, c: Resource<Connection>, keys: Vec<String>) -> Result<u32, Error> {
-        query(self.multiplexed(&c), redis::Cmd::del(keys)).await
+        query(self.multiplexed(&c)?, redis::Cmd::del(keys)).await
     }
 
     async fn sadd(
@@ -221,7 +221,7 @@ impl HostConnection for SpinState {
         key: String,
         values: Vec<String>,
     ) -> Result<u32, Error> {
-        query(self.multiplexed(&c), redis::Cmd::sadd(key, values)).await
+        query(self.multiplexed(&c)?, redis::Cmd::sadd(key, values)).await
     }
 
     async fn smembers(
@@ -229,7 +229,7 @@ impl HostConnection for SpinState {
         c: Resource<Connection>,
         key: String,
     ) -> Result<Vec<String>, Error> {
-        query(self.multiplexed(&c), redis::Cmd::smembers(key)).await
+        query(self.multiplexed(&c)?, redis::Cmd::smembers(key)).await
     }
 
     async fn srem(
@@ -238,7 +238,7 @@ impl HostConnection for SpinState {
         key: String,
         values: Vec<String>,
     ) -> Result<u32, Error> {
-        query(self.multiplexed(&c), redis::Cmd::srem(key, values)).await
+        query(self.multiplexed(&c)?, redis::Cmd::srem(key, values)).await
     }
 
     async fn execute(
@@ -247,7 +247,7 @@ impl HostConnection for SpinState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> Result<Vec<RedisResult>, Error> {
-        query(self.multiplexed(&c), command::execute(command, arguments))
+        query(self.multiplexed(&c)?, command::execute(command, arguments))
             .await
             .map(results)
     }
@@ -273,7 +273,9 @@ async fn query_v3<T: redis::FromRedisValue, U>(
     c: &Resource<Connection>,
     command: redis::Cmd,
 ) -> Result<T, v3::Error> {
-    let connection = accessor.with(|mut access| access.get().multiplexed(c));
+    let connection = accessor
+        .with(|mut access| access.get().multiplexed(c))
+        .map_err(v3_error)?;
     query(connection, command).await.map_err(v3_error)
 }
 

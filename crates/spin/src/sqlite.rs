@@ -129,7 +129,7 @@ impl SpinState {
         database: &Resource<Database>,
         statement: &str,
         parameters: Vec<v3::Value>,
-    ) -> Result<(Vec<String>, Vec<v3::RowResult>), v3::Error> {
+    ) -> Result<v3::QueryResult, v3::Error> {
         let connection = self.database(database).map_err(v3_error)?;
         let parameters = parameters.into_iter().map(from_v3).collect();
         let result = execute(connection, statement, parameters).map_err(v3_error)?;
@@ -140,7 +140,10 @@ impl SpinState {
                 values: row.values.into_iter().map(to_v3).collect(),
             })
             .collect();
-        Ok((result.columns, rows))
+        Ok(v3::QueryResult {
+            columns: result.columns,
+            rows,
+        })
     }
 
     /// The rowid of the last INSERT on `database`, and the rows its last change changed.
@@ -166,8 +169,7 @@ impl v3::HostConnection for SpinState {
         statement: String,
         parameters: Vec<v3::Value>,
     ) -> Result<v3::QueryResult, v3::Error> {
-        let (columns, rows) = self.execute_v3(&database, &statement, parameters)?;
-        Ok(v3::QueryResult { columns, rows })
+        self.execute_v3(&database, &statement, parameters)
     }
 
     fn last_insert_rowid(&mut self, database: Resource<Database>) -> i64 {
@@ -200,10 +202,11 @@ impl<U> v3::HostConnectionWithStore<U> for HasSelf<SpinState> {
         parameters: Vec<v3::Value>,
     ) -> wasmtime::Result<Result<ExecuteAsync, v3::Error>> {
         accessor.with(|mut access| {
-            let (columns, rows) = match access.get().execute_v3(&database, &statement, parameters) {
-                Ok(result) => result,
-                Err(err) => return Ok(Err(err)),
-            };
+            let v3::QueryResult { columns, rows } =
+                match access.get().execute_v3(&database, &statement, parameters) {
+                    Ok(result) => result,
+                    Err(err) => return Ok(Err(err)),
+                };
             let rows = StreamReader::new(&mut access, rows)?;
             let done = FutureReader::new(&mut access, async { wasmtime::Result::<_>::Ok(Ok(())) })?;
             Ok(Ok((columns, rows, done)))
