@@ -28,16 +28,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::*;
-use measure::{median, ms};
+use measure::{compare, import_spin_http, median, ms, LoadPlan};
 
 mod measure;
-
-/// What one `wrk` run measured.
-#[derive(Debug, Clone, Copy)]
-struct Load {
-    rps: f64,
-    p99_ms: f64,
-}
 
 fn main() -> Result<()> {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
@@ -65,13 +58,6 @@ fn main() -> Result<()> {
         "spin-start" => spin_start_against_busybox_httpd(load.rounds),
         _ => shim_against_wasmtime_serve(&load),
     }
-}
-
-/// How hard and how long to load each server.
-struct LoadPlan {
-    rounds: usize,
-    seconds: u64,
-    connections: u64,
 }
 
 /// The component under kwasi's wasmtime shim against `wasmtime serve`.
@@ -124,23 +110,7 @@ fn spin_against_plain(load: &LoadPlan) -> Result<()> {
     let component = guests_dir().join("http.wasm");
     let c = Containerd::start(Release::V2)?;
     let plain_image = c.import_wasm("kwasi.bench/http", &component, &[])?;
-    let toml = c.dir().join("spin.toml");
-    std::fs::write(
-        &toml,
-        "spin_manifest_version = 2\n[application]\nname = \"bench\"\n\
-         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\
-         [component.hello]\nsource = \"http.wasm\"\n",
-    )?;
-    let spin_image = c.import_wasm(
-        "kwasi.bench/spin-http",
-        &component,
-        &[
-            "--module-path",
-            "/app/http.wasm",
-            "--file",
-            &format!("{}:/app/spin.toml", toml.display()),
-        ],
-    )?;
+    let spin_image = import_spin_http(&c, "kwasi.bench/spin-http", &component)?;
     let spin = serve_in_containerd(
         &c,
         Shim::SPIN,
@@ -319,42 +289,6 @@ fn stop(c: &Containerd, served: &Served) -> Result<()> {
     Ok(())
 }
 
-/// Loads `a` and `b` in alternated rounds after a warm-up each; prints each round, the
-/// medians and the ratios a / b.
-fn compare(load: &LoadPlan, a: (&str, SocketAddr), b: (&str, SocketAddr)) -> Result<()> {
-    let LoadPlan {
-        rounds,
-        seconds,
-        connections,
-    } = *load;
-    println!("wrk -t2 -c{connections} -d{seconds}s, {rounds} alternated rounds");
-    // Warm-up: the first requests fill the pools and caches of both servers.
-    wrk(a.1, 2, connections)?;
-    wrk(b.1, 2, connections)?;
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let x = wrk(a.1, seconds, connections)?;
-        let y = wrk(b.1, seconds, connections)?;
-        println!(
-            "round {round}: {} {:>9.0} rps p99 {:>6.2} ms | {} {:>9.0} rps p99 {:>6.2} ms",
-            a.0, x.rps, x.p99_ms, b.0, y.rps, y.p99_ms
-        );
-        ours.push(x);
-        theirs.push(y);
-    }
-    let (ours_rps, ours_p99) = medians(&ours);
-    let (theirs_rps, theirs_p99) = medians(&theirs);
-    println!(
-        "median: {} {ours_rps:.0} rps, p99 {ours_p99:.2} ms | {} {theirs_rps:.0} rps, \
-         p99 {theirs_p99:.2} ms | rps ratio {:.2} x, p99 ratio {:.2} x",
-        a.0,
-        b.0,
-        ours_rps / theirs_rps,
-        ours_p99 / theirs_p99
-    );
-    Ok(())
-}
-
 /// `wasmtime serve`, killed when dropped.
 struct ServeProcess(Child);
 
@@ -362,61 +296,5 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn medians(loads: &[Load]) -> (f64, f64) {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (
-        median(loads.iter().map(|l| l.rps).collect()),
-        median(loads.iter().map(|l| l.p99_ms).collect()),
-    )
-}
-
-/// One `wrk --latency` run against `http://ADDR/`.
-fn wrk(addr: SocketAddr, seconds: u64, connections: u64) -> Result<Load> {
-    let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
-        .arg("--latency")
-        .arg(format!("http://{addr}/"))
-        .output()
-        .context("running wrk (apt install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    }
-    if text.contains("Non-2xx or 3xx responses") {
-        bail!("wrk saw error responses from {addr}:\n{text}");
-    }
-    if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
-        println!("  {addr}: {}", errors.trim());
-    }
-    let rps = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in:\n{text}"))?;
-    let p99 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .and_then(|v| duration_ms(v.trim()))
-        .with_context(|| format!("no 99% latency in:\n{text}"))?;
-    Ok(Load { rps, p99_ms: p99 })
-}
-
-/// wrk's durations (`812.00us`, `1.23ms`, `2.01s`) in milliseconds.
-fn duration_ms(text: &str) -> Option<f64> {
-    let split = text.find(|ch: char| ch.is_ascii_alphabetic())?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    match unit {
-        "us" => Some(value / 1000.0),
-        "ms" => Some(value),
-        "s" => Some(value * 1000.0),
-        "m" => Some(value * 60_000.0),
-        _ => None,
     }
 }

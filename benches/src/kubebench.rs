@@ -14,17 +14,33 @@
 //!
 //! Prints the medians and their ratios to runc's.
 //!
-//! Usage: `kubebench [POD_ROUNDS] [SCALE_ROUNDS]` (default 20 and 3), after `cargo build
-//! --release`, as root, with the node's components (`tests/node/build.sh`).
+//! `kubebench spin [LOAD_ROUNDS] [START_ROUNDS] [SECONDS]` measures Spin apps in pods instead:
+//!
+//! - Load: the hello wasi:http component (`tests/guests/http.wasm`) as a Spin app (a
+//!   `spin.toml` routing `/...` to it, RuntimeClass `spin`) and as a plain component
+//!   (RuntimeClass `wasmtime`), one Deployment of one replica each, both running at once;
+//!   `wrk` from the node against each pod's IP, alternated, LOAD_ROUNDS rounds of SECONDS
+//!   with 64 connections after a warm-up each: requests/s and p99, and their ratios.
+//! - Start: `kubectl apply` of a Pod until its first 200 answer on the pod's IP, polled every
+//!   millisecond once the pod has one; then the pod is deleted. The three-component Spin app
+//!   (Spin's OCI layout, RuntimeClass `spin`, its components compiled on the node in the
+//!   uncounted first round) against runc serving the same page with busybox httpd.
+//!   START_ROUNDS alternated rounds.
+//!
+//! Usage: `kubebench [POD_ROUNDS] [SCALE_ROUNDS]` (default 20 and 3) or `kubebench spin
+//! [LOAD_ROUNDS] [START_ROUNDS] [SECONDS]` (default 5, 9 and 5), after `cargo build
+//! --release`, as root, with the node's components (`tests/node/build.sh`) and, for `spin`,
+//! `wrk` (Debian's package).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::cri::BUSYBOX_IMAGE;
 use kwasi_e2e::kube::Cluster;
 use kwasi_e2e::layout::{Entry, LinuxImage, BUSYBOX};
-use kwasi_e2e::Shim;
-use measure::{median, ms};
+use kwasi_e2e::{guests_dir, http, Shim};
+use measure::{compare, import_spin_http, median, ms, LoadPlan};
 
 mod measure;
 
@@ -33,7 +49,26 @@ const HTTPD_IMAGE: &str = "kwasi.bench/httpd:1";
 const REPLICAS: u32 = 50;
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("spin") {
+        args.next();
+        let mut next = |default: usize, what: &str| -> Result<usize> {
+            args.next()
+                .map_or(Ok(default), |n| n.parse())
+                .with_context(|| what.to_string())
+        };
+        let load = LoadPlan {
+            rounds: next(5, "LOAD_ROUNDS")?,
+            seconds: 0,
+            connections: 64,
+        };
+        let start_rounds = next(9, "START_ROUNDS")?;
+        let load = LoadPlan {
+            seconds: next(5, "SECONDS")? as u64,
+            ..load
+        };
+        return spin(&load, start_rounds);
+    }
     let pod_rounds: usize = args
         .next()
         .map_or(Ok(20), |n| n.parse())
@@ -109,27 +144,7 @@ fn main() -> Result<()> {
 /// Applies a Pod on `handler` running `image` with `command` (a YAML line), waits until it
 /// has Succeeded, and returns how long that took; then deletes it.
 fn pod_start(cluster: &Cluster, handler: &str, image: &str, command: &str) -> Result<Duration> {
-    let class = if handler == "runc" {
-        String::new()
-    } else {
-        format!("runtimeClassName: {handler}")
-    };
-    let manifest = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: bench
-spec:
-  {class}
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: bench
-    image: {image}
-    imagePullPolicy: Never
-    {command}
-"#
-    );
+    let manifest = pod("bench", handler, image, command);
     let started = Instant::now();
     cluster.apply(&manifest)?;
     loop {
@@ -154,54 +169,197 @@ spec:
 /// Ready, and returns how long that took and the node memory it added per pod; then deletes
 /// it and waits for the node to settle.
 fn scale(cluster: &mut Cluster, handler: &str, image: &str, port: u16) -> Result<(Duration, f64)> {
-    let class = if handler == "runc" {
+    let manifest = web_deployment("scale", REPLICAS, handler, image, "", port);
+    settle();
+    let before = memory_in_use()?;
+    let started = Instant::now();
+    cluster.apply(&manifest)?;
+    cluster.wait_ready("scale", REPLICAS, Duration::from_secs(600))?;
+    let took = started.elapsed();
+    let after = memory_in_use()?;
+    cluster.delete_workloads()?;
+    Ok((took, (after - before) / REPLICAS as f64))
+}
+
+/// `kubebench spin`: the Spin app against the plain component under load, then the
+/// three-component app's start against busybox httpd's, all in pods.
+fn spin(load: &LoadPlan, start_rounds: usize) -> Result<()> {
+    Shim::SPIN.built();
+    Shim::WASMTIME.built();
+    let mut cluster = Cluster::start()?;
+    let http_wasm = guests_dir().join("http.wasm");
+    let spin_http = import_spin_http(
+        &cluster.node.containerd,
+        "kwasi.bench/spin-http",
+        &http_wasm,
+    )?;
+    let plain = cluster.node.wasm_image("http.wasm")?;
+    let spin_server = serve(
+        &cluster,
+        "spin-http",
+        "spin",
+        &spin_http,
+        r#"command: ["/app/spin.toml"]"#,
+        80,
+    )?;
+    let plain_server = serve(&cluster, "plain-http", "wasmtime", &plain, "", 8080)?;
+    println!("in pods, the Spin app ({spin_server}) against the plain component ({plain_server})");
+    compare(
+        load,
+        ("spin app", spin_server),
+        ("plain component", plain_server),
+    )?;
+    cluster.delete_workloads()?;
+
+    let three = "kwasi.bench/spin-three:v1";
+    kwasi_e2e::spin::import_three_components(&cluster.node.containerd, three)?;
+    import_httpd(&cluster)?;
+    let apps = [
+        ("spin", three, r#"command: ["/"]"#, 80, "/api/"),
+        ("runc", HTTPD_IMAGE, "", 8080, "/"),
+    ];
+    let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); apps.len()];
+    for round in 0..=start_rounds {
+        let mut line = format!("round {round}:");
+        for (i, (handler, image, command, port, path)) in apps.iter().enumerate() {
+            let took = first_answer(&cluster, handler, image, command, *port, path)?;
+            line.push_str(&format!(" {handler} {:.0} ms", ms(took)));
+            if round > 0 {
+                starts[i].push(took);
+            }
+        }
+        let uncounted = if round == 0 { " (uncounted)" } else { "" };
+        println!("{line}{uncounted}");
+    }
+    let spin_start = ms(median(&mut starts[0]));
+    let runc_start = ms(median(&mut starts[1]));
+    println!(
+        "pod start (apply to first answer), medians of {start_rounds} alternated rounds: \
+         three-component Spin app {spin_start:.0} ms | runc busybox httpd {runc_start:.0} ms | \
+         ratio {:.2} x",
+        spin_start / runc_start
+    );
+    Ok(())
+}
+
+/// Applies a Deployment `name` of one replica of `image` on `handler` with `command` (a YAML
+/// line), Ready once it answers `/` on `port`; returns the pod's address.
+fn serve(
+    cluster: &Cluster,
+    name: &str,
+    handler: &str,
+    image: &str,
+    command: &str,
+    port: u16,
+) -> Result<SocketAddr> {
+    cluster.apply(&web_deployment(name, 1, handler, image, command, port))?;
+    cluster.wait_ready(name, 1, Duration::from_secs(300))?;
+    let ip = cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={name}"),
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])
+        .stdout;
+    format!("{ip}:{port}")
+        .parse()
+        .with_context(|| format!("the address of {name}'s pod ({ip:?})"))
+}
+
+/// Applies a Pod of `image` on `handler` (`runc`: none) with `command` (a YAML line), and
+/// returns the time until it first answers `GET path` with 200 on `port`; then deletes it.
+fn first_answer(
+    cluster: &Cluster,
+    handler: &str,
+    image: &str,
+    command: &str,
+    port: u16,
+    path: &str,
+) -> Result<Duration> {
+    let manifest = pod("start", handler, image, command);
+    let agent = http::client();
+    let started = Instant::now();
+    cluster.apply(&manifest)?;
+    let timeout = Duration::from_secs(120);
+    let mut addr: Option<SocketAddr> = None;
+    let took = loop {
+        if started.elapsed() > timeout {
+            bail!("{handler}: the pod did not answer within {timeout:?}");
+        }
+        let Some(at) = addr else {
+            let ip = cluster
+                .kubectl(&["get", "pod", "start", "-o", "jsonpath={.status.podIP}"])
+                .stdout;
+            addr = format!("{ip}:{port}").parse().ok();
+            continue;
+        };
+        if let Ok((200, _)) = http::get(&agent, at, path) {
+            break started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    cluster.delete_workloads()?;
+    Ok(took)
+}
+
+/// `runtimeClassName: HANDLER`, or nothing for runc (the node's default runtime).
+fn runtime_class(handler: &str) -> String {
+    if handler == "runc" {
         String::new()
     } else {
         format!("runtimeClassName: {handler}")
-    };
-    let manifest = format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
+    }
+}
+
+/// A Pod `name` of `image` on `handler`, never restarted, with `command` (a YAML line).
+fn pod(name: &str, handler: &str, image: &str, command: &str) -> String {
+    let class = runtime_class(handler);
+    format!(
+        r#"apiVersion: v1
+kind: Pod
 metadata:
-  name: scale
+  name: {name}
 spec:
-  replicas: {REPLICAS}
-  selector:
-    matchLabels: {{app: scale}}
-  template:
-    metadata:
-      labels: {{app: scale}}
-    spec:
-      {class}
+  {class}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: {name}
+    image: {image}
+    imagePullPolicy: Never
+    {command}
+"#
+    )
+}
+
+/// A Deployment `name` of `replicas` HTTP servers of `image` on `handler` with `command` (a
+/// YAML line), Ready once they answer `/` on `port`.
+fn web_deployment(
+    name: &str,
+    replicas: u32,
+    handler: &str,
+    image: &str,
+    command: &str,
+    port: u16,
+) -> String {
+    let class = runtime_class(handler);
+    let pod_spec = format!(
+        r#"      {class}
       terminationGracePeriodSeconds: 1
       containers:
       - name: web
         image: {image}
         imagePullPolicy: Never
+        {command}
         readinessProbe:
           httpGet: {{path: /, port: {port}}}
           periodSeconds: 1
 "#
     );
-    settle();
-    let before = memory_in_use()?;
-    let started = Instant::now();
-    cluster.apply(&manifest)?;
-    cluster.wait_until("every replica is Ready", Duration::from_secs(600), |c| {
-        c.kubectl(&[
-            "get",
-            "deployment",
-            "scale",
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ])
-        .stdout
-            == REPLICAS.to_string()
-    })?;
-    let took = started.elapsed();
-    let after = memory_in_use()?;
-    cluster.delete_workloads()?;
-    Ok((took, (after - before) / REPLICAS as f64))
+    kwasi_e2e::kube::deployment(name, replicas, &pod_spec)
 }
 
 /// Lets the node reclaim what the last round freed.

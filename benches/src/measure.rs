@@ -2,11 +2,14 @@
 //! this module and uses its part of it.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use kwasi_e2e::cri::Node;
-use kwasi_e2e::{CtrOutput, Release, Shim};
+use kwasi_e2e::{Containerd, CtrOutput, Release, Shim};
 
 /// Milliseconds, as a float.
 pub fn ms(d: Duration) -> f64 {
@@ -41,4 +44,137 @@ pub fn cri_bench_node() -> Result<(Node, String, Vec<&'static str>)> {
         .chain(shims.iter().map(|s| s.engine))
         .collect();
     Ok((node, probe, handlers))
+}
+
+/// What one `wrk` run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Requests per second.
+    pub rps: f64,
+    /// The 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+/// How hard and how long to load each server.
+pub struct LoadPlan {
+    /// Alternated rounds.
+    pub rounds: usize,
+    /// The length of one `wrk` run.
+    pub seconds: u64,
+    /// `wrk`'s connections.
+    pub connections: u64,
+}
+
+/// Loads `a` and `b` in alternated rounds after a warm-up each; prints each round, the
+/// medians and the ratios a / b.
+pub fn compare(load: &LoadPlan, a: (&str, SocketAddr), b: (&str, SocketAddr)) -> Result<()> {
+    let LoadPlan {
+        rounds,
+        seconds,
+        connections,
+    } = *load;
+    println!("wrk -t2 -c{connections} -d{seconds}s, {rounds} alternated rounds");
+    // Warm-up: the first requests fill the pools and caches of both servers.
+    wrk(a.1, 2, connections)?;
+    wrk(b.1, 2, connections)?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let x = wrk(a.1, seconds, connections)?;
+        let y = wrk(b.1, seconds, connections)?;
+        println!(
+            "round {round}: {} {:>9.0} rps p99 {:>6.2} ms | {} {:>9.0} rps p99 {:>6.2} ms",
+            a.0, x.rps, x.p99_ms, b.0, y.rps, y.p99_ms
+        );
+        ours.push(x);
+        theirs.push(y);
+    }
+    let (ours_rps, ours_p99) = medians(&ours);
+    let (theirs_rps, theirs_p99) = medians(&theirs);
+    println!(
+        "median: {} {ours_rps:.0} rps, p99 {ours_p99:.2} ms | {} {theirs_rps:.0} rps, \
+         p99 {theirs_p99:.2} ms | rps ratio {:.2} x, p99 ratio {:.2} x",
+        a.0,
+        b.0,
+        ours_rps / theirs_rps,
+        ours_p99 / theirs_p99
+    );
+    Ok(())
+}
+
+fn medians(loads: &[Load]) -> (f64, f64) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (
+        median(loads.iter().map(|l| l.rps).collect()),
+        median(loads.iter().map(|l| l.p99_ms).collect()),
+    )
+}
+
+/// One `wrk --latency` run against `http://ADDR/`.
+pub fn wrk(addr: SocketAddr, seconds: u64, connections: u64) -> Result<Load> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .arg("--latency")
+        .arg(format!("http://{addr}/"))
+        .output()
+        .context("running wrk (apt install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    if text.contains("Non-2xx or 3xx responses") {
+        bail!("wrk saw error responses from {addr}:\n{text}");
+    }
+    if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
+        println!("  {addr}: {}", errors.trim());
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in:\n{text}"))?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| duration_ms(v.trim()))
+        .with_context(|| format!("no 99% latency in:\n{text}"))?;
+    Ok(Load { rps, p99_ms: p99 })
+}
+
+/// wrk's durations (`812.00us`, `1.23ms`, `2.01s`) in milliseconds.
+pub fn duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|ch: char| ch.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(value / 1000.0),
+        "ms" => Some(value),
+        "s" => Some(value * 1000.0),
+        "m" => Some(value * 60_000.0),
+        _ => None,
+    }
+}
+
+/// Imports `component` (a wasi:http component) into `c` as `name`, as a Spin app: a
+/// `spin.toml` routing `/...` to it, at `/app/spin.toml` (the task's argument).
+pub fn import_spin_http(c: &Containerd, name: &str, component: &Path) -> Result<String> {
+    let toml = c.dir().join("spin.toml");
+    std::fs::write(
+        &toml,
+        "spin_manifest_version = 2\n[application]\nname = \"bench\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\
+         [component.hello]\nsource = \"http.wasm\"\n",
+    )?;
+    c.import_wasm(
+        name,
+        component,
+        &[
+            "--module-path",
+            "/app/http.wasm",
+            "--file",
+            &format!("{}:/app/spin.toml", toml.display()),
+        ],
+    )
 }

@@ -2,8 +2,8 @@
 # Builds the components of a real node from the Go module proxy: containerd 2.x (containerd,
 # ctr, containerd-shim-runc-v2), runc with seccomp, crictl and critest (cri-tools), kine (an
 # etcd API over sqlite) and Kubernetes (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kubectl), at the versions pinned in tests/node/versions; and
-# takes Debian's nginx and (dynamic) busybox binaries out of their packages, for the images
+# kube-scheduler, kubelet, kubectl) and SpinKube's spin-operator with its CRDs, at the
+# versions pinned in tests/node/versions; and takes Debian's nginx and (dynamic) busybox binaries out of their packages, for the images
 # critest asks for (not installed: no service is started).
 #
 # Each component is built once into a cache directory keyed by its version
@@ -116,6 +116,28 @@ build_kubernetes() {
     rm -rf "$work"
 }
 
+# The operator's module replaces nothing, but `go install pkg@version` asks the proxy for its
+# version list (to look for a deprecation), which it does not serve: build it inside a copy
+# of the module instead. Its CRDs, and the RuntimeClass and SpinAppExecutor of SpinKube's
+# samples, come from the same module.
+build_spin_operator() {
+    local out=$1 v=$2 m=github.com/spinkube/spin-operator
+    local work dir
+    work=$(mktemp -d)
+    (
+        dir=$(go mod download -json "$m@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+        [ -d "$dir" ] || { echo "no source downloaded for $m@$v" >&2; exit 1; }
+        cp -r "$dir/." "$work"
+        chmod -R u+w "$work"
+        cd "$work"
+        go build -trimpath -ldflags "-s -w" -o "$out/spin-operator" ./cmd
+        cat config/crd/bases/*.yaml >"$out/spin-operator-crds.yaml"
+        cp config/samples/spin-runtime-class.yaml "$out/spin-operator-runtime-class.yaml"
+        cp config/samples/spin-shim-executor.yaml "$out/spin-operator-shim-executor.yaml"
+    )
+    rm -rf "$work"
+}
+
 # unpack_binary PACKAGE FILE OUT VERSION: FILE of Debian's PACKAGE at VERSION, taken out of
 # the package into OUT (downloaded, not installed: nothing runs).
 unpack_binary() {
@@ -142,6 +164,7 @@ component runc "$RUNC_VERSION" build_runc
 component cri-tools "$CRI_TOOLS_VERSION" build_cri_tools
 component kine "$KINE_VERSION" build_kine
 component kubernetes "$KUBERNETES_VERSION" build_kubernetes
+component spin-operator "$SPIN_OPERATOR_VERSION" build_spin_operator
 # For critest's images: a web server, and a busybox built like upstream's (Debian's static
 # busybox runs applets inside its shell, so masking /bin/ls would not stop `sh -c ls`).
 NGINX_VERSION=$(debian_version nginx)
@@ -157,8 +180,8 @@ for old in "$cache"/bin-*; do
 done
 mkdir -p "$bin"
 for dir in "containerd-$CONTAINERD_VERSION" "runc-$RUNC_VERSION" "cri-tools-$CRI_TOOLS_VERSION" \
-    "kine-$KINE_VERSION" "kubernetes-$KUBERNETES_VERSION" "nginx-$NGINX_VERSION" \
-    "busybox-$BUSYBOX_VERSION"; do
+    "kine-$KINE_VERSION" "kubernetes-$KUBERNETES_VERSION" "spin-operator-$SPIN_OPERATOR_VERSION" \
+    "nginx-$NGINX_VERSION" "busybox-$BUSYBOX_VERSION"; do
     for file in "$cache/$dir"/*; do
         ln -sfn "$file" "$bin/$(basename "$file")"
     done

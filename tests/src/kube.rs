@@ -90,6 +90,8 @@ pub struct Cluster {
     kubeconfig: PathBuf,
     /// The network namespaces (`/run/netns`) there were before the cluster started.
     netns_before: Vec<String>,
+    /// Whether SpinKube's operator runs ([`Cluster::start_spin_operator`]).
+    spin_operator: bool,
 }
 
 impl Cluster {
@@ -102,6 +104,7 @@ impl Cluster {
         let mut cluster = Cluster {
             daemons: Vec::new(),
             netns_before: network_namespaces(),
+            spin_operator: false,
             kubeconfig: dir.join("admin.kubeconfig"),
             dir,
             node,
@@ -238,10 +241,7 @@ impl Cluster {
         let classes = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join(RUNTIME_CLASSES);
-        let out = self.kubectl(&["apply", "-f", &classes.display().to_string()]);
-        if out.status != 0 {
-            bail!("kubectl apply {RUNTIME_CLASSES}: {}", out.stderr);
-        }
+        self.kubectl_ok(&["apply", "-f", &classes.display().to_string()])?;
         self.wait_until(
             "the default service account exists",
             Duration::from_secs(120),
@@ -323,6 +323,36 @@ protectKernelDefaults: false
         Ok(())
     }
 
+    /// Installs SpinKube's operator as its users do (its CRDs, then the operator) and runs it
+    /// as the cluster's admin, outside the cluster, as its `make run` does: it has no webhooks
+    /// (they are off by default and need cert-manager), and its metrics and health endpoints
+    /// are off. From then on [`Cluster::delete_workloads`] deletes SpinApps and
+    /// SpinAppExecutors first, or the operator would make their Deployments again. It stops
+    /// with the cluster.
+    pub fn start_spin_operator(&mut self) -> Result<()> {
+        if self.spin_operator {
+            return Ok(());
+        }
+        let crds = node::binary("spin-operator-crds.yaml")?;
+        self.kubectl_ok(&["apply", "-f", &crds.display().to_string()])?;
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/spinapps.core.spinkube.dev",
+            "crd/spinappexecutors.core.spinkube.dev",
+        ])?;
+        let mut operator = Command::new(node::binary("spin-operator")?);
+        operator
+            .env("KUBECONFIG", &self.kubeconfig)
+            .arg("--metrics-bind-address=0")
+            .arg("--health-probe-bind-address=0");
+        self.daemons
+            .push(Daemon::spawn("spin-operator", &self.dir, operator)?);
+        self.spin_operator = true;
+        Ok(())
+    }
+
     /// Polls `ready` until it holds, for at most `timeout`; fails naming `what` otherwise.
     pub fn wait_until(
         &self,
@@ -371,6 +401,26 @@ protectKernelDefaults: false
         }
     }
 
+    /// Runs `kubectl ARGS`; fails with its stderr unless it exits 0.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<CtrOutput> {
+        let out = self.kubectl(args);
+        if out.status != 0 {
+            bail!("kubectl {}: {}", args.join(" "), out.stderr.trim());
+        }
+        Ok(out)
+    }
+
+    /// Waits until Deployment `name` has `replicas` ready replicas, for at most `timeout`.
+    pub fn wait_ready(&self, name: &str, replicas: u32, timeout: Duration) -> Result<()> {
+        let what = format!("deployment {name} has {replicas} ready replicas");
+        let jsonpath = "jsonpath={.status.readyReplicas}";
+        self.wait_until(&what, timeout, |c| {
+            c.kubectl(&["get", "deployment", name, "-o", jsonpath])
+                .stdout
+                == replicas.to_string()
+        })
+    }
+
     /// `kubectl apply -f -` of `manifest`.
     pub fn apply(&self, manifest: &str) -> Result<()> {
         let mut child = self
@@ -401,18 +451,25 @@ protectKernelDefaults: false
         serde_json::from_str(&out.stdout).with_context(|| format!("parsing {kind} {name}"))
     }
 
-    /// Deletes every workload of the `default` namespace and waits until their pods are gone.
+    /// Deletes every workload of the `default` namespace (SpinKube's too, once its operator
+    /// runs) and waits until their pods are gone.
     pub fn delete_workloads(&self) -> Result<()> {
-        let out = self.kubectl(&[
+        if self.spin_operator {
+            self.kubectl_ok(&[
+                "delete",
+                "spinapps.core.spinkube.dev,spinappexecutors.core.spinkube.dev",
+                "--all",
+                "--wait=true",
+                "--timeout=120s",
+            ])?;
+        }
+        self.kubectl_ok(&[
             "delete",
             "deployments,replicasets,jobs,pods,services",
             "--all",
             "--wait=true",
             "--timeout=120s",
-        ]);
-        if out.status != 0 {
-            bail!("kubectl delete --all: {}", out.stderr);
-        }
+        ])?;
         self.wait_until("every pod is gone", Duration::from_secs(120), |c| {
             c.kubectl(&["get", "pods", "-o", "name"])
                 .stdout
@@ -488,6 +545,26 @@ impl Drop for Cluster {
         remove_cgroup_tree(CGROUP_ROOT);
         // `node` drops next: it removes any pod left, stops containerd and the CNI bridge.
     }
+}
+
+/// A Deployment: `replicas` pods labelled `app: NAME`, each with `pod_spec`, the YAML of the
+/// pod template's `spec` (every line indented by 6 spaces).
+pub fn deployment(name: &str, replicas: u32, pod_spec: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+{pod_spec}"#
+    )
 }
 
 /// Removes `<hierarchy>/<parent>` and every cgroup below it, deepest first, in every

@@ -35,7 +35,7 @@ const CASES: &[Case] = cases![
     a_deployment_of_50_replicas_becomes_ready,
     kubectl_exec_runs_a_module_in_a_wasm_pod_with_its_exit_code_and_input,
     an_exec_liveness_probe_keeps_a_passing_container_and_restarts_a_failing_one,
-    a_spinkube_style_deployment_of_a_spin_app_serves_its_routes,
+    a_spinapp_applied_through_spin_operator_serves_its_routes,
     nothing_is_left_once_every_workload_is_deleted,
 ];
 
@@ -172,20 +172,8 @@ fn built_handlers() -> Vec<&'static str> {
 /// A Deployment of the HTTP guest on wasmtime with an httpGet readiness probe on `/` and a
 /// liveness probe on `liveness`.
 fn http_deployment(name: &str, image: &str, replicas: u32, liveness: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      runtimeClassName: wasmtime
+    let pod_spec = format!(
+        r#"      runtimeClassName: wasmtime
       containers:
       - name: web
         image: {image}
@@ -200,7 +188,8 @@ spec:
           periodSeconds: 1
           failureThreshold: 2
 "#
-    )
+    );
+    kwasi_e2e::kube::deployment(name, replicas, &pod_spec)
 }
 
 /// The names of the pods labelled `app=APP`.
@@ -215,19 +204,8 @@ fn pods_of(cluster: &Cluster, app: &str) -> Vec<String> {
 
 /// Waits until the Deployment `name` has `replicas` ready replicas.
 fn wait_ready(cluster: &Cluster, name: &str, replicas: u32, timeout: Duration) {
-    let what = format!("deployment {name} has {replicas} ready replicas");
     cluster
-        .wait_until(&what, timeout, |c| {
-            c.kubectl(&[
-                "get",
-                "deployment",
-                name,
-                "-o",
-                "jsonpath={.status.readyReplicas}",
-            ])
-            .stdout
-                == replicas.to_string()
-        })
+        .wait_ready(name, replicas, timeout)
         .unwrap_or_else(|e| {
             let pods = cluster.kubectl(&["get", "pods", "-o", "wide"]).stdout;
             panic!("{e:#}\n{pods}")
@@ -583,43 +561,76 @@ spec:
     assert!(events.contains("Liveness probe failed"), "{events}");
 }
 
-/// A Deployment shaped like the ones SpinKube's operator makes: RuntimeClass `spin`, the
-/// image as `spin registry push` lays it out, `command: ["/"]`, port 80, the health route as
-/// readiness probe.
-fn a_spinkube_style_deployment_of_a_spin_app_serves_its_routes(cluster: &mut Cluster) {
+/// SpinKube's path as its users take it: spin-operator runs (its CRDs, then the operator);
+/// the RuntimeClass (`wasmtime-spin-v2`, handler `spin`) and the SpinAppExecutor of SpinKube's
+/// samples are applied as they ship; a SpinApp names an image laid out as `spin registry
+/// push` lays it out. The operator makes the Deployment (`command: ["/"]`, port 80, the CA
+/// bundle mounted by sub-path, `SPIN_HTTP_LISTEN_ADDR`, the app's variables as
+/// `SPIN_VARIABLE_*`) and the Service; the pod serves the app's routes, the Service's
+/// endpoints reach it, and the SpinApp's status counts it ready.
+fn a_spinapp_applied_through_spin_operator_serves_its_routes(cluster: &mut Cluster) {
     let image = "kwasi.test/spin-three:v1";
     kwasi_e2e::spin::import_three_components(&cluster.node.containerd, image).unwrap();
-    let manifest = format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
+    cluster.start_spin_operator().unwrap();
+    for sample in [
+        "spin-operator-runtime-class.yaml",
+        "spin-operator-shim-executor.yaml",
+    ] {
+        let manifest = std::fs::read_to_string(node::binary(sample).unwrap()).unwrap();
+        cluster.apply(&manifest).unwrap();
+    }
+    cluster
+        .apply(&format!(
+            r#"apiVersion: core.spinkube.dev/v1alpha1
+kind: SpinApp
 metadata:
   name: spin-app
 spec:
+  image: "{image}"
   replicas: 1
-  selector:
-    matchLabels: {{app: spin-app}}
-  template:
-    metadata:
-      labels: {{app: spin-app}}
-    spec:
-      runtimeClassName: spin
-      containers:
-      - name: spin-app
-        image: {image}
-        imagePullPolicy: Never
-        command: ["/"]
-        env:
-        - {{name: SPIN_HTTP_LISTEN_ADDR, value: "0.0.0.0:80"}}
-        ports:
-        - containerPort: 80
-        readinessProbe:
-          httpGet: {{path: /.well-known/spin/health, port: 80}}
-          periodSeconds: 1
+  executor: containerd-shim-spin
+  variables:
+  - {{name: greeting, value: hello}}
 "#
-    );
-    cluster.apply(&manifest).unwrap();
-    wait_ready(cluster, "spin-app", 1, SOON);
-    let pod = pods_of(cluster, "spin-app").pop().expect("a pod");
+        ))
+        .unwrap();
+    let spinapp_ready = |c: &Cluster| {
+        c.kubectl(&[
+            "get",
+            "spinapp",
+            "spin-app",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ])
+        .stdout
+            == "1"
+    };
+    let waited = cluster.wait_until("the SpinApp has 1 ready replica", SOON, spinapp_ready);
+    let pods = cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "core.spinkube.dev/app-name=spin-app",
+            "-o",
+            "name",
+        ])
+        .stdout;
+    let pod = pods.trim().trim_start_matches("pod/").to_string();
+    waited.unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}\n{}",
+            describe(cluster, &pod),
+            cluster.log("spin-operator")
+        )
+    });
+
+    let deployment = cluster.get("deployment", "spin-app").unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(spec["runtimeClassName"], "wasmtime-spin-v2", "{spec}");
+    let env = spec["containers"][0]["env"].to_string();
+    assert!(env.contains("SPIN_VARIABLE_GREETING"), "{env}");
+
     let ip = pod_field(cluster, &pod, "{.status.podIP}");
     let addr: std::net::SocketAddr = format!("{ip}:80").parse().unwrap();
     let agent = http::client();
@@ -629,6 +640,22 @@ spec:
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("spin-path-info=/front/page\n"), "{body}");
     assert!(body.contains("spin-matched-route=/...\n"), "{body}");
+
+    let endpoints = cluster
+        .kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=spin-app",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[*]}",
+        ])
+        .stdout;
+    assert_eq!(endpoints.trim(), ip, "the Service spin-app reaches the pod");
+
+    cluster.delete_workloads().unwrap();
+    let out = cluster.kubectl(&["delete", "runtimeclass/wasmtime-spin-v2", "secret/spin-ca"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
 }
 
 fn nothing_is_left_once_every_workload_is_deleted(cluster: &mut Cluster) {

@@ -285,7 +285,11 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                     RedisHandler::new(&component.id, linked.clone()).map_err(in_component)?;
                 for t in subscriptions {
                     let expand = |what: &str, template: &str| {
-                        variables::expand_app(&resolved.variables, template, &workload.env)
+                        let sources = variables::Sources {
+                            providers: &runtime_config.variables,
+                            env: &workload.env,
+                        };
+                        variables::expand_app(&resolved.variables, template, sources)
                             .map_err(|e| other(format!("trigger {}: {what} {e}", t.id)))
                     };
                     let address = expand("address", &t.address)?;
@@ -330,7 +334,11 @@ fn host_of(
     listen: std::net::SocketAddr,
     chain: &Chain,
 ) -> Result<SpinHost, String> {
-    let variables = Variables::resolve(&app.variables, &component.config, env)?;
+    let sources = variables::Sources {
+        providers: &runtime_config.variables,
+        env,
+    };
+    let variables = Variables::resolve(&app.variables, &component.config, sources)?;
     let key_value = KeyValue::for_component(
         &component.key_value_stores,
         &runtime_config.key_value_stores,
@@ -342,7 +350,7 @@ fn host_of(
     let hosts = component
         .allowed_outbound_hosts
         .iter()
-        .map(|host| variables::expand_app(&app.variables, host, env))
+        .map(|host| variables::expand_app(&app.variables, host, sources))
         .collect::<Result<Vec<_>, _>>()?;
     let allowed = AllowedHosts::parse(&hosts)?;
     let outbound = Outbound::new(component.id.as_str().into(), allowed.into(), listen)

@@ -1,8 +1,9 @@
-//! Variables, as Spin gives them to components: the app's `[variables]`, each valued from the
-//! container's environment (`SPIN_VARIABLE_<NAME>`, as Spin's environment provider) or its
-//! default, and each component's own `variables`, whose values may refer to the app's as
-//! `{{ name }}`. A component reads its own through `fermyon:spin/variables@2.0.0`,
-//! `spin:variables/variables@3.0.0` or `wasi:config/store`.
+//! Variables, as Spin gives them to components: the app's `[variables]`, each valued by the
+//! first of its [`Providers`] that knows it (the runtime config's, then the container's
+//! environment as `SPIN_VARIABLE_<NAME>`) or else by its default, and each component's own
+//! `variables`, whose values may refer to the app's as `{{ name }}`. A component reads its
+//! own through `fermyon:spin/variables@2.0.0`, `spin:variables/variables@3.0.0` or
+//! `wasi:config/store`.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +16,72 @@ use crate::host::bindings::spin::variables::variables as wit3;
 use crate::host::bindings::wasi::config::store as config;
 use crate::host::SpinState;
 
-/// The prefix of the environment variables that give app variables their values.
-pub const ENV_PREFIX: &str = "SPIN_VARIABLE_";
+/// The prefix of the environment variables that give app variables their values when no
+/// provider does (joined to the upper-cased name with an underscore).
+pub const ENV_PREFIX: &str = "SPIN_VARIABLE";
+
+/// A source of app variables' values that a runtime config lists (`[[variables_provider]]`,
+/// or its older name `[[config_provider]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// `type = "env"`: the container's environment variable `<PREFIX>_<NAME>` (`<NAME>` alone
+    /// when the prefix is empty), or else that key in the `dotenv_path` file, read at
+    /// `create`.
+    Env {
+        /// The prefix (`SPIN_VARIABLE` when the config gives none).
+        prefix: String,
+        /// The pairs of the dotenv file, if the config names one.
+        dotenv: BTreeMap<String, String>,
+    },
+    /// `type = "static"`: values given in the runtime config, by variable name.
+    Static(BTreeMap<String, String>),
+}
+
+/// Where app variables get their values, in order: the runtime config's providers, then the
+/// container's environment (`SPIN_VARIABLE_<NAME>`), which Spin always consults last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Providers(Vec<Provider>);
+
+impl Providers {
+    /// The providers a runtime config lists, in its order.
+    pub fn new(listed: Vec<Provider>) -> Providers {
+        Providers(listed)
+    }
+
+    /// The value of app variable `name` from the first provider that has one, the
+    /// environment `env` last.
+    fn value(&self, name: &str, env: &[(String, String)]) -> Option<String> {
+        let upper = name.to_ascii_uppercase();
+        let env_key = |prefix: &str| match prefix {
+            "" => upper.clone(),
+            prefix => format!("{prefix}_{upper}"),
+        };
+        self.0
+            .iter()
+            .find_map(|provider| match provider {
+                Provider::Env { prefix, dotenv } => {
+                    let key = env_key(prefix);
+                    kwasi_core::workload::env_var(env, &key)
+                        .map(str::to_string)
+                        .or_else(|| dotenv.get(&key).cloned())
+                }
+                Provider::Static(values) => values.get(name).cloned(),
+            })
+            .or_else(|| {
+                kwasi_core::workload::env_var(env, &env_key(ENV_PREFIX)).map(str::to_string)
+            })
+    }
+}
+
+/// What values app variables: the runtime config's providers and the container's
+/// environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The runtime config's providers.
+    pub providers: &'a Providers,
+    /// The container's environment.
+    pub env: &'a [(String, String)],
+}
 
 /// One component's variables, resolved against the app's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,14 +102,14 @@ fn valid_name(name: &str) -> bool {
 
 impl Variables {
     /// The variables of a component with `config`, in an app with `app` variables, valued
-    /// from `env`. A reference to a variable the app does not declare, or to a required one
-    /// that `env` does not set, is an error.
+    /// from `sources`. A reference to a variable the app does not declare, or to a required
+    /// one that no source values, is an error.
     pub fn resolve(
         app: &BTreeMap<String, Variable>,
         config: &BTreeMap<String, String>,
-        env: &[(String, String)],
+        sources: Sources<'_>,
     ) -> Result<Variables, String> {
-        let value_of = |name: &str| app_value(app, env, name);
+        let value_of = |name: &str| app_value(app, sources, name);
         let mut values = BTreeMap::new();
         for (key, template) in config {
             if !valid_name(key) {
@@ -68,32 +133,36 @@ impl Variables {
     }
 }
 
-/// The value of app variable `name`: from `env`, or its default.
+/// The value of app variable `name`: from `sources`, or its default.
 fn app_value(
     app: &BTreeMap<String, Variable>,
-    env: &[(String, String)],
+    sources: Sources<'_>,
     name: &str,
 ) -> Result<String, String> {
     let declared = app
         .get(name)
         .ok_or_else(|| format!("refers to variable {name:?}, which the app does not declare"))?;
-    let from_env = format!("{ENV_PREFIX}{}", name.to_ascii_uppercase());
-    kwasi_core::workload::env_var(env, &from_env)
-        .map(str::to_string)
+    sources
+        .providers
+        .value(name, sources.env)
         .or_else(|| declared.default.clone())
         .ok_or_else(|| {
-            format!("needs variable {name:?}, which is required: set {from_env} in the container's environment")
+            format!(
+                "needs variable {name:?}, which is required: set {ENV_PREFIX}_{} in the \
+                 container's environment",
+                name.to_ascii_uppercase()
+            )
         })
 }
 
 /// `template` (a setting such as an allowed outbound host) with each `{{ name }}` replaced
-/// by the value of the app's variable `name`, valued from `env`.
+/// by the value of the app's variable `name`, valued from `sources`.
 pub fn expand_app(
     app: &BTreeMap<String, Variable>,
     template: &str,
-    env: &[(String, String)],
+    sources: Sources<'_>,
 ) -> Result<String, String> {
-    expand(template, &|name| app_value(app, env, name)).map_err(|e| format!("{template:?} {e}"))
+    expand(template, &|name| app_value(app, sources, name)).map_err(|e| format!("{template:?} {e}"))
 }
 
 /// `template` with each `{{ name }}` replaced by `value_of(name)`.
@@ -192,38 +261,109 @@ mod tests {
             .collect()
     }
 
+    /// `config` resolved with no provider but the environment `env`.
+    fn resolve(
+        c: &BTreeMap<String, String>,
+        env: &[(String, String)],
+    ) -> Result<Variables, String> {
+        let providers = Providers::default();
+        Variables::resolve(
+            &app(),
+            c,
+            Sources {
+                providers: &providers,
+                env,
+            },
+        )
+    }
+
     #[test]
     fn a_template_takes_the_default_unless_the_environment_sets_the_variable() {
         let c = config(&[("message", "{{ greeting }}, world")]);
-        let v = Variables::resolve(&app(), &c, &[]).unwrap();
+        let v = resolve(&c, &[]).unwrap();
         assert_eq!(v.get("message").ok().as_deref(), Some("hi, world"));
         let e = env(&[("SPIN_VARIABLE_GREETING", "hello")]);
-        let v = Variables::resolve(&app(), &c, &e).unwrap();
+        let v = resolve(&c, &e).unwrap();
         assert_eq!(v.get("message").ok().as_deref(), Some("hello, world"));
     }
 
     #[test]
     fn a_required_variable_the_environment_does_not_set_is_refused_naming_its_env_var() {
         let c = config(&[("key", "{{api_key}}")]);
-        let err = Variables::resolve(&app(), &c, &[]).unwrap_err();
+        let err = resolve(&c, &[]).unwrap_err();
         assert!(err.contains("SPIN_VARIABLE_API_KEY"), "{err}");
         let e = env(&[("SPIN_VARIABLE_API_KEY", "s3cret")]);
-        let v = Variables::resolve(&app(), &c, &e).unwrap();
+        let v = resolve(&c, &e).unwrap();
         assert_eq!(v.get("key").ok().as_deref(), Some("s3cret"));
     }
 
     #[test]
     fn a_reference_to_an_undeclared_variable_is_refused() {
         let c = config(&[("x", "{{ nope }}")]);
-        let err = Variables::resolve(&app(), &c, &[]).unwrap_err();
+        let err = resolve(&c, &[]).unwrap_err();
         assert!(err.contains("\"nope\""), "{err}");
     }
 
     #[test]
     fn get_answers_undefined_and_invalid_names_as_spin_does() {
-        let v = Variables::resolve(&app(), &config(&[("a", "1")]), &[]).unwrap();
+        let v = resolve(&config(&[("a", "1")]), &[]).unwrap();
         assert!(matches!(v.get("b"), Err(Error::Undefined(_))));
         assert!(matches!(v.get("Bad-Name"), Err(Error::InvalidName(_))));
         assert_eq!(v.get("a").ok().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn the_runtime_configs_providers_come_first_in_order_then_the_environment() {
+        let c = config(&[("message", "{{ greeting }}")]);
+        let providers = Providers::new(vec![
+            Provider::Env {
+                prefix: "APP".into(),
+                dotenv: [("APP_GREETING".to_string(), "from dotenv".to_string())].into(),
+            },
+            Provider::Static([("greeting".to_string(), "static".to_string())].into()),
+        ]);
+        let message = |pairs: &[(&str, &str)]| {
+            let env = env(pairs);
+            let sources = Sources {
+                providers: &providers,
+                env: &env,
+            };
+            let v = Variables::resolve(&app(), &c, sources).unwrap();
+            v.get("message").unwrap()
+        };
+        assert_eq!(message(&[("APP_GREETING", "from env")]), "from env");
+        assert_eq!(message(&[("SPIN_VARIABLE_GREETING", "x")]), "from dotenv");
+        let without_dotenv = Providers::new(vec![
+            Provider::Env {
+                prefix: "APP".into(),
+                dotenv: BTreeMap::new(),
+            },
+            Provider::Static([("greeting".to_string(), "static".to_string())].into()),
+        ]);
+        let e = env(&[("SPIN_VARIABLE_GREETING", "x")]);
+        let sources = Sources {
+            providers: &without_dotenv,
+            env: &e,
+        };
+        let v = Variables::resolve(&app(), &c, sources).unwrap();
+        assert_eq!(v.get("message").unwrap(), "static");
+    }
+
+    #[test]
+    fn spin_operators_env_provider_leaves_spin_variable_names_to_the_environment() {
+        // SpinKube's operator writes `prefix = "SPIN_VARIABLE_"`: Spin then looks up
+        // `SPIN_VARIABLE__NAME` first and finds `SPIN_VARIABLE_NAME` through its last provider.
+        let providers = Providers::new(vec![Provider::Env {
+            prefix: "SPIN_VARIABLE_".into(),
+            dotenv: BTreeMap::new(),
+        }]);
+        let e = env(&[("SPIN_VARIABLE_GREETING", "hello")]);
+        let c = config(&[("message", "{{ greeting }}")]);
+        let sources = Sources {
+            providers: &providers,
+            env: &e,
+        };
+        let v = Variables::resolve(&app(), &c, sources).unwrap();
+        assert_eq!(v.get("message").unwrap(), "hello");
     }
 }
