@@ -727,6 +727,57 @@ fn at_sigterm_the_redis_trigger_lets_the_components_called_with_messages_finish(
 }
 
 #[test]
+fn at_sigterm_an_app_with_both_triggers_stops_taking_messages_while_its_requests_drain() {
+    let redis = Redis::start().unwrap();
+    let c = containerd();
+    let toml = redis_toml(&redis, &format!("\"{}\"", redis.url()))
+        + "\n[[trigger.http]]\nroute = \"/...\"\ncomponent = \"web\"\n\
+           [component.web]\nsource = \"http.wasm\"\n";
+    let image = spin_toml_image(&c, "kwasi.test/spin-both:v1", &toml);
+    let app = Served::start(c, &image, &["/app/spin.toml"]);
+    redis
+        .wait_for(
+            &["PUBSUB", "NUMSUB", "messages"],
+            "messages\n1",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let addr = app.addr;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(http::get(&http::client(), addr, "/slow?ms=6000"));
+    });
+    // The request is in flight once the server has taken it: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let kill = app.c.ctr(&["task", "kill", &app.id]);
+    assert_eq!(kill.status, 0, "{kill:?}");
+    // The subscription ends while the request is still running, not after its drain.
+    redis
+        .wait_for(
+            &["PUBSUB", "NUMSUB", "messages"],
+            "messages\n0",
+            Duration::from_secs(4),
+        )
+        .unwrap();
+    assert!(
+        finished.try_recv().is_err(),
+        "the request ended before the Redis trigger stopped"
+    );
+    let answer = finished.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(answer.unwrap().0, 200);
+    let mut app = app;
+    let out = app
+        .run
+        .take()
+        .unwrap()
+        .wait(Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    let left = app.c.wait_no_leftovers(&app.id);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
 fn a_redis_triggered_component_gets_each_message_and_writes_back_through_outbound_redis() {
     let out = publish_to_listener("redis.wasm");
     assert!(

@@ -151,7 +151,14 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 };
                 let code = match app.router {
                     Some(router) => {
-                        kwasi_core::http::serve(&app.config, trigger::HttpTrigger::new(router))
+                        let mut trigger = trigger::HttpTrigger::new(router);
+                        if let Some(redis) = &redis {
+                            // Both triggers drain at once: the Redis one stops taking
+                            // messages as the server stops taking connections.
+                            let (stop, drain) = (redis.stopper(), app.config.drain);
+                            trigger = trigger.on_drain(move || stop.stop(drain));
+                        }
+                        kwasi_core::http::serve(&app.config, trigger)
                             .map(|shutdown| shutdown.exit_code())
                             .map_err(|e| EngineError::Other(e.to_string()))?
                     }
@@ -163,8 +170,8 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 };
                 // Chained requests reached the components until now.
                 drop(app.chained);
-                // Then the Redis trigger drains; a Redis connection that had ended stops the
-                // app with an error, as in Spin.
+                // Then the Redis trigger's drain ends (it started with the server's); a Redis
+                // connection that had ended stops the app with an error, as in Spin.
                 match redis {
                     Some(redis) => {
                         let shutdown = redis.stop(app.config.drain).map_err(EngineError::Other)?;

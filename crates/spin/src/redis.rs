@@ -10,7 +10,7 @@
 //!   drain time (`KWASI_HTTP_DRAIN_SECONDS`, as the HTTP trigger).
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -563,7 +563,10 @@ impl RedisTrigger {
             })
             .map_err(|e| format!("redis trigger: starting its thread: {e}"))?;
         match subscribed.recv() {
-            Ok(Ok(())) => Ok(RunningRedis { thread, stop }),
+            Ok(Ok(())) => Ok(RunningRedis {
+                thread,
+                stop: StopRedis(Arc::new(Mutex::new(Some(stop)))),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(match thread.join() {
                 Ok(Err(e)) => e,
@@ -653,15 +656,37 @@ impl RedisTrigger {
 /// A Redis trigger taking messages.
 pub struct RunningRedis {
     thread: std::thread::JoinHandle<Result<Shutdown, String>>,
-    stop: tokio::sync::oneshot::Sender<Duration>,
+    stop: StopRedis,
+}
+
+/// Tells a running Redis trigger to stop taking messages and to let the components called
+/// with earlier ones finish within a drain time. Clones tell the same trigger; the first
+/// call counts.
+#[derive(Clone)]
+pub struct StopRedis(Arc<Mutex<Option<tokio::sync::oneshot::Sender<Duration>>>>);
+
+impl StopRedis {
+    /// Starts the trigger's drain of at most `drain`, unless it has started already.
+    pub fn stop(&self, drain: Duration) {
+        let sender = self.0.lock().ok().and_then(|mut sender| sender.take());
+        if let Some(sender) = sender {
+            let _ = sender.send(drain);
+        }
+    }
 }
 
 impl RunningRedis {
-    /// Stops taking messages and waits, at most `drain`, for the components called with
-    /// earlier ones to finish. An error says why the trigger had ended before (a lost
-    /// connection).
+    /// What stops the trigger from elsewhere (the HTTP trigger's drain, which starts this
+    /// one's at the same time).
+    pub fn stopper(&self) -> StopRedis {
+        self.stop.clone()
+    }
+
+    /// Stops taking messages (unless told to already) and waits, at most `drain`, for the
+    /// components called with earlier ones to finish. An error says why the trigger had
+    /// ended before (a lost connection).
     pub fn stop(self, drain: Duration) -> Result<Shutdown, String> {
-        let _ = self.stop.send(drain);
+        self.stop.stop(drain);
         self.thread
             .join()
             .unwrap_or_else(|_| Err("redis trigger: its thread panicked".into()))

@@ -95,18 +95,37 @@ impl ComponentService {
 /// An app's HTTP trigger: its routes, each to a component ready to answer.
 pub struct HttpTrigger {
     router: Router<ComponentService>,
+    on_drain: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl HttpTrigger {
     /// The trigger of `router`'s routes.
     pub fn new(router: Router<ComponentService>) -> HttpTrigger {
-        HttpTrigger { router }
+        HttpTrigger {
+            router,
+            on_drain: None,
+        }
+    }
+
+    /// Calls `hook` when the server starts draining at SIGTERM: the app's other triggers
+    /// drain at the same time.
+    pub fn on_drain(self, hook: impl Fn() + Send + Sync + 'static) -> HttpTrigger {
+        HttpTrigger {
+            on_drain: Some(Box::new(hook)),
+            ..self
+        }
     }
 }
 
 impl Handler for HttpTrigger {
     type Body = ResponseBody;
     type BodyError = ResponseBodyError;
+
+    fn draining(&self) {
+        if let Some(hook) = &self.on_drain {
+            hook();
+        }
+    }
 
     async fn handle(
         &self,

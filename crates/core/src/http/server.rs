@@ -40,6 +40,11 @@ pub trait Handler: Send + Sync + 'static {
         request: Request<RequestBody>,
         admission: Admission,
     ) -> impl Future<Output = Result<Response<Self::Body>, String>> + Send;
+
+    /// Called once SIGTERM or SIGINT has come, when the server has stopped taking
+    /// connections and before in-flight requests drain: a workload with other work beside
+    /// the server (another trigger) starts winding it down here, so that both drain at once.
+    fn draining(&self) {}
 }
 
 /// The address of the client that sent a request: an extension of every request a
@@ -166,6 +171,7 @@ impl<H: Handler> Server<H> {
             }
         }
         drop(listener);
+        self.handler.draining();
         match tokio::time::timeout(self.config.drain, graceful.shutdown()).await {
             Ok(()) => Ok(Shutdown::Drained),
             Err(_) => {
