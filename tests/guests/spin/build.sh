@@ -6,7 +6,8 @@
 #   kv.wasm     kv.js: counts requests in the default store of fermyon:spin/key-value@2.0.0
 #   outbound.wasm  outbound.js: fetches the URL it is given (outbound HTTP)
 # The WIT of the Spin imports is the local package wit-spin/, which build-tools merges into
-# every component's world.
+# every component's world; its fermyon:spin@2.0.0 dependency is a link to
+# crates/spin/spin-wit/deps/spin-2.0.0, the WIT kwasi's host bindings are generated from.
 # Both through @spinframework/build-tools' j2w: components exporting
 # wasi:http/incoming-handler@0.2.3, as `spin build` makes them for a JS app.
 set -eu
