@@ -9,29 +9,23 @@
 //!
 //! Usage: `coldstart [ROUNDS]` (default 20), after `cargo build --release`, as root.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use kwasi_e2e::*;
-use measure::{check, median, ms};
+use measure::{check, median, ms, HelloBench, HELLO};
 
 mod measure;
 
 fn main() -> Result<()> {
-    let rounds: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().context("ROUNDS must be a number")?,
-        None => 20,
-    };
-    let shims = Shim::built_ones();
-    if shims.is_empty() {
-        bail!("no shim is built: cargo build --release");
-    }
-    let c = Containerd::start(Release::V2)?;
-    let hello = guests_dir().join("../../examples/hello/hello.wasm");
-    let wasm = c.import_wasm("kwasi.bench/hello", &hello, &[])?;
+    let HelloBench {
+        rounds,
+        shims,
+        containerd: c,
+        hello: wasm,
+        busybox,
+    } = HelloBench::start()?;
     let probe = c.import_wasm("kwasi.bench/probe", &guests_dir().join("probe.wasm"), &[])?;
-    let busybox = busybox_image(&c)?;
 
     // One untimed run of each, so that all start from warm page caches.
     let echo = ["/bin/busybox", "echo", "hello"];
@@ -161,21 +155,6 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
-}
-
-const HELLO: &str = "Hello from WebAssembly, run by kwasi!";
-
-/// A static busybox image for runc, packed with `kwasi image build` (Debian's busybox-static).
-fn busybox_image(c: &Containerd) -> Result<String> {
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        bail!("/bin/busybox is missing: apt-get install busybox-static");
-    }
-    c.import_wasm(
-        "kwasi.bench/busybox",
-        busybox,
-        &["--module-path", "/bin/busybox"],
-    )
 }
 
 /// Starts `count` sleeping containers detached, and returns the processes each keeps alive

@@ -178,3 +178,61 @@ pub fn import_spin_http(c: &Containerd, name: &str, component: &Path) -> Result<
         ],
     )
 }
+
+/// What the hello image prints.
+pub const HELLO: &str = "Hello from WebAssembly, run by kwasi!";
+
+/// A static busybox image for runc, packed with `kwasi image build` (Debian's busybox-static).
+pub fn busybox_image(c: &Containerd) -> Result<String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        bail!("/bin/busybox is missing: apt-get install busybox-static");
+    }
+    c.import_wasm(
+        "kwasi.bench/busybox",
+        busybox,
+        &["--module-path", "/bin/busybox"],
+    )
+}
+
+/// What the `ctr run` benchmarks start from: the rounds asked for (the first argument,
+/// default 20), the built shims, a private containerd 2.x with the hello image and the
+/// busybox image imported.
+pub struct HelloBench {
+    /// Rounds to run.
+    pub rounds: usize,
+    /// Every built shim.
+    pub shims: Vec<Shim>,
+    /// The containerd.
+    pub containerd: Containerd,
+    /// The hello image (`examples/hello`).
+    pub hello: String,
+    /// The busybox image, for runc.
+    pub busybox: String,
+}
+
+impl HelloBench {
+    /// Reads the arguments, checks that a shim is built, starts containerd and imports the
+    /// images.
+    pub fn start() -> Result<HelloBench> {
+        let rounds: usize = match std::env::args().nth(1) {
+            Some(n) => n.parse().context("ROUNDS must be a number")?,
+            None => 20,
+        };
+        let shims = Shim::built_ones();
+        if shims.is_empty() {
+            bail!("no shim is built: cargo build --release");
+        }
+        let containerd = Containerd::start(Release::V2)?;
+        let hello = kwasi_e2e::guests_dir().join("../../examples/hello/hello.wasm");
+        let hello = containerd.import_wasm("kwasi.bench/hello", &hello, &[])?;
+        let busybox = busybox_image(&containerd)?;
+        Ok(HelloBench {
+            rounds,
+            shims,
+            containerd,
+            hello,
+            busybox,
+        })
+    }
+}

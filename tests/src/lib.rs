@@ -512,7 +512,12 @@ impl Containerd {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
-    /// The directory holding everything of this containerd.
+    /// The containerd process's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its directory (config, root, state, socket, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
