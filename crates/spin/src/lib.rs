@@ -244,6 +244,10 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                 .filter_map(|t| Some((t.id.clone(), t.route.clone()?, t.component.clone()))),
         )
         .map_err(|e| other(e.to_string()))?;
+        let sources = variables::Sources {
+            providers: &runtime_config.variables,
+            env: &workload.env,
+        };
         let mut services = BTreeMap::new();
         let mut redis = RedisTrigger::default();
         let chain = Chain::default();
@@ -261,7 +265,7 @@ impl<N: ShimName> Engine for SpinEngine<N> {
             let host = host_of(
                 component,
                 &resolved,
-                &workload.env,
+                sources,
                 &runtime_config,
                 config.addr,
                 &chain,
@@ -292,10 +296,6 @@ impl<N: ShimName> Engine for SpinEngine<N> {
                     RedisHandler::new(&component.id, linked.clone()).map_err(in_component)?;
                 for t in subscriptions {
                     let expand = |what: &str, template: &str| {
-                        let sources = variables::Sources {
-                            providers: &runtime_config.variables,
-                            env: &workload.env,
-                        };
                         variables::expand_app(&resolved.variables, template, sources)
                             .map_err(|e| other(format!("trigger {}: {what} {e}", t.id)))
                     };
@@ -332,19 +332,15 @@ impl<N: ShimName> Engine for SpinEngine<N> {
 }
 
 /// The host interfaces of `component`: its variables, key-value stores, databases and allowed
-/// outbound hosts, resolved against the app's variables and the task's environment.
+/// outbound hosts, resolved against the app's variables, valued from `sources`.
 fn host_of(
     component: &app::ComponentSource,
     app: &app::ResolvedApp,
-    env: &[(String, String)],
+    sources: variables::Sources<'_>,
     runtime_config: &runtime_config::RuntimeConfig,
     listen: std::net::SocketAddr,
     chain: &Chain,
 ) -> Result<SpinHost, String> {
-    let sources = variables::Sources {
-        providers: &runtime_config.variables,
-        env,
-    };
     let variables = Variables::resolve(&app.variables, &component.config, sources)?;
     let key_value = KeyValue::for_component(
         &component.key_value_stores,

@@ -5,6 +5,7 @@
 //! `[[config_provider]]`, which SpinKube's operator writes) of `type = "env"` or `"static"`;
 //! anything else in the file fails `create` with its name.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +100,7 @@ fn providers(value: toml::Value) -> Result<Providers, String> {
                 prefix,
                 dotenv_path,
             } => Provider::Env {
-                prefix: prefix.unwrap_or_else(|| ENV_PREFIX.to_string()),
+                prefix: prefix.map_or(Cow::Borrowed(ENV_PREFIX), Cow::Owned),
                 dotenv: match dotenv_path {
                     Some(path) => read_dotenv(&path)?,
                     None => BTreeMap::new(),

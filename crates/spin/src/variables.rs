@@ -5,6 +5,7 @@
 //! own through `fermyon:spin/variables@2.0.0`, `spin:variables/variables@3.0.0` or
 //! `wasi:config/store`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::locked::Variable;
@@ -29,7 +30,7 @@ pub enum Provider {
     /// `create`.
     Env {
         /// The prefix (`SPIN_VARIABLE` when the config gives none).
-        prefix: String,
+        prefix: Cow<'static, str>,
         /// The pairs of the dotenv file, if the config names one.
         dotenv: BTreeMap<String, String>,
     },
@@ -49,27 +50,35 @@ impl Providers {
     }
 
     /// The value of app variable `name` from the first provider that has one, the
-    /// environment `env` last.
+    /// environment `env` (as `SPIN_VARIABLE_<NAME>`) last.
     fn value(&self, name: &str, env: &[(String, String)]) -> Option<String> {
-        let upper = name.to_ascii_uppercase();
-        let env_key = |prefix: &str| match prefix {
-            "" => upper.clone(),
-            prefix => format!("{prefix}_{upper}"),
+        let always = Provider::Env {
+            prefix: Cow::Borrowed(ENV_PREFIX),
+            dotenv: BTreeMap::new(),
         };
         self.0
             .iter()
-            .find_map(|provider| match provider {
-                Provider::Env { prefix, dotenv } => {
-                    let key = env_key(prefix);
-                    kwasi_core::workload::env_var(env, &key)
-                        .map(str::to_string)
-                        .or_else(|| dotenv.get(&key).cloned())
-                }
-                Provider::Static(values) => values.get(name).cloned(),
-            })
-            .or_else(|| {
-                kwasi_core::workload::env_var(env, &env_key(ENV_PREFIX)).map(str::to_string)
-            })
+            .chain(std::iter::once(&always))
+            .find_map(|provider| provider.value(name, env))
+    }
+}
+
+impl Provider {
+    /// The value this provider gives app variable `name`, if any.
+    fn value(&self, name: &str, env: &[(String, String)]) -> Option<String> {
+        match self {
+            Provider::Env { prefix, dotenv } => {
+                let upper = name.to_ascii_uppercase();
+                let key = match prefix.as_ref() {
+                    "" => upper,
+                    prefix => format!("{prefix}_{upper}"),
+                };
+                kwasi_core::workload::env_var(env, &key)
+                    .map(str::to_string)
+                    .or_else(|| dotenv.get(&key).cloned())
+            }
+            Provider::Static(values) => values.get(name).cloned(),
+        }
     }
 }
 
