@@ -12,7 +12,9 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use containerd_shim::api::DeleteResponse;
+use containerd_shim::protos::EventsClient;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::{timestamp, write_address};
 use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
@@ -147,11 +149,20 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
     /// containerd-shim's server loop calls this; kwasi's ([`serve`]) forks the zygote earlier,
     /// before any thread starts, and calls [`KwasiShim::task_service`]. Should this be called
     /// on a process that has threads, the zygote cannot start and the shim exits with why.
-    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        match Zygote::start(E::default()) {
-            Ok(zygote) => self.task_service(zygote, publisher),
+    /// Events go through a client of kwasi's own (see [`crate::task::events_client`]), to
+    /// containerd's `TTRPC_ADDRESS`, as `publisher` would send them.
+    fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
+        let started = Zygote::start(E::default())
+            .context("starting the zygote")
+            .and_then(|zygote| {
+                let address = std::env::var("TTRPC_ADDRESS")
+                    .context("TTRPC_ADDRESS is not set by containerd")?;
+                Ok((zygote, crate::task::events_client(&address)?))
+            });
+        match started {
+            Ok((zygote, events)) => self.task_service(zygote, events),
             Err(err) => {
-                log::error!("starting the zygote: {err:#}");
+                log::error!("{err:#}");
                 std::process::exit(1);
             }
         }
@@ -160,13 +171,13 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
 
 impl<E> KwasiShim<E> {
     /// The task service, building its processes through `zygote`.
-    fn task_service(&self, zygote: Zygote, publisher: RemotePublisher) -> TaskService {
+    fn task_service(&self, zygote: Zygote, events: EventsClient) -> TaskService {
         TaskService::new(
             zygote,
             &self.namespace,
             &self.containerd_address,
             state_root(&self.namespace),
-            publisher,
+            events,
             Arc::clone(&self.exit),
         )
     }

@@ -13,7 +13,6 @@ use anyhow::{anyhow, Context, Result};
 use containerd_shim::monitor::monitor_notify_by_pid;
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::{self, Server};
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
 use containerd_shim::{Flags, Shim, StartOpts};
 use nix::sys::signal::{SigSet, Signal};
@@ -94,6 +93,13 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
     // Container processes are cloned from the zygote, forked now, while the shim has one
     // thread (ttrpc's clients and server start theirs).
     let zygote = Zygote::start(E::default()).context("starting the zygote")?;
+    // The shim's threads (ttrpc's, about a dozen) share one malloc arena: each thread's own
+    // arena would keep a few pages of its own, for a handful of small calls a minute. The
+    // zygote, forked already, keeps glibc's default for the container processes.
+    // SAFETY: mallopt sets one of glibc's malloc tunables; no thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 
     let socket_path = flags.socket.trim_start_matches("unix://").to_string();
     if already_served(&flags.socket) {
@@ -109,10 +115,9 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
 
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set by containerd")?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .map_err(|e| anyhow!("connecting to containerd: {e}"))?;
+    let events = crate::task::events_client(&ttrpc_address)?;
     let service: Arc<dyn containerd_shim::Task + Send + Sync> =
-        Arc::new(shim.task_service(zygote, publisher));
+        Arc::new(shim.task_service(zygote, events));
     let v2: HashMap<_, _> = create_task(Arc::clone(&service))
         .into_iter()
         .map(|(name, handler)| (name.replacen(TASK_V3, TASK_V2, 1), handler))

@@ -1,16 +1,25 @@
 //! The events a task service publishes ([`TaskEvent`]), behind the [`Publisher`] seam; and
 //! the publisher that sends them to containerd ([`ContainerdPublisher`]).
+//!
+//! Events are encoded without protobuf reflection: each message's name is written here, not
+//! read from its descriptor. Reading a descriptor parses the whole `.proto` file it comes
+//! from and those it imports, about half a MiB of heap that every shim would keep.
 
 use std::sync::mpsc;
 
+use anyhow::{anyhow, Context as _};
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
-use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::shim::event::Envelope;
+use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::ttrpc::context;
-use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::protos::{Client, EventsClient};
 
 use super::process::{Exit, Process};
 
@@ -66,22 +75,43 @@ pub(crate) struct ContainerdPublisher {
 }
 
 enum Queued {
-    Event(Box<dyn Event + Send>),
+    Event(Encoded),
     /// Answered once every event queued before it has been published.
     Flush(mpsc::Sender<()>),
 }
 
+/// Connects to containerd's event service at its ttrpc address (`TTRPC_ADDRESS`).
+pub fn events_client(ttrpc_address: &str) -> anyhow::Result<EventsClient> {
+    let address = match ttrpc_address.strip_prefix("unix://") {
+        Some(_) => ttrpc_address.to_string(),
+        None => format!("unix://{ttrpc_address}"),
+    };
+    let client = Client::connect(&address)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("connecting to containerd's events at {ttrpc_address}"))?;
+    Ok(EventsClient::new(client))
+}
+
 impl ContainerdPublisher {
-    pub(crate) fn new(publisher: RemotePublisher, namespace: String) -> ContainerdPublisher {
+    pub(crate) fn new(client: EventsClient, namespace: String) -> ContainerdPublisher {
         let (queue, items) = mpsc::channel::<Queued>();
         std::thread::spawn(move || {
             for item in items {
                 match item {
-                    Queued::Event(event) => {
-                        let topic = event.topic();
+                    Queued::Event(Encoded { topic, event }) => {
                         let ctx = context::with_timeout(5_000_000_000);
-                        let message: Box<dyn MessageDyn> = event;
-                        if let Err(err) = publisher.publish(ctx, &topic, &namespace, message) {
+                        let request = ForwardRequest {
+                            envelope: Some(Envelope {
+                                timestamp: Some(now()).into(),
+                                namespace: namespace.clone(),
+                                topic: topic.clone(),
+                                event: Some(event).into(),
+                                ..Default::default()
+                            })
+                            .into(),
+                            ..Default::default()
+                        };
+                        if let Err(err) = client.forward(ctx, &request) {
                             log::warn!("publishing {topic}: {err}");
                         }
                     }
@@ -114,71 +144,180 @@ impl Publisher for ContainerdPublisher {
     }
 }
 
+/// The current time, as an envelope carries it.
+fn now() -> Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+/// An event ready to send: its topic and its message in an `Any`.
+struct Encoded {
+    topic: String,
+    event: Any,
+}
+
+/// `message`, named `name` (its protobuf full name, which containerd reads as its type).
+fn encoded<M: Message + Event>(name: &str, message: M) -> Encoded {
+    let value = message.write_to_bytes().unwrap_or_else(|err| {
+        log::warn!("encoding {name}: {err}");
+        Vec::new()
+    });
+    Encoded {
+        topic: message.topic(),
+        event: Any {
+            type_url: name.to_string(),
+            value,
+            ..Default::default()
+        },
+    }
+}
+
 /// The protobuf message containerd expects for `event`.
-fn to_protobuf(event: TaskEvent) -> Box<dyn Event + Send> {
+fn to_protobuf(event: TaskEvent) -> Encoded {
     match event {
-        TaskEvent::Created { process, bundle } => Box::new(TaskCreate {
-            container_id: process.task.clone(),
-            bundle,
-            io: Some(TaskIO {
-                stdin: process.stdio.stdin.clone(),
-                stdout: process.stdio.stdout.clone(),
-                stderr: process.stdio.stderr.clone(),
-                terminal: process.terminal,
+        TaskEvent::Created { process, bundle } => encoded(
+            names::CREATE,
+            TaskCreate {
+                container_id: process.task.clone(),
+                bundle,
+                io: Some(TaskIO {
+                    stdin: process.stdio.stdin.clone(),
+                    stdout: process.stdio.stdout.clone(),
+                    stderr: process.stdio.stderr.clone(),
+                    terminal: process.terminal,
+                    ..Default::default()
+                })
+                .into(),
+                pid: process.pid as u32,
                 ..Default::default()
-            })
-            .into(),
-            pid: process.pid as u32,
-            ..Default::default()
-        }),
-        TaskEvent::Started { task, pid } => Box::new(TaskStart {
-            container_id: task,
-            pid: pid as u32,
-            ..Default::default()
-        }),
-        TaskEvent::ExecAdded { task, exec_id } => Box::new(TaskExecAdded {
-            container_id: task,
-            exec_id,
-            ..Default::default()
-        }),
-        TaskEvent::ExecStarted { task, exec_id, pid } => Box::new(TaskExecStarted {
-            container_id: task,
-            exec_id,
-            pid: pid as u32,
-            ..Default::default()
-        }),
-        TaskEvent::Oom { task } => Box::new(TaskOOM {
-            container_id: task,
-            ..Default::default()
-        }),
+            },
+        ),
+        TaskEvent::Started { task, pid } => encoded(
+            names::START,
+            TaskStart {
+                container_id: task,
+                pid: pid as u32,
+                ..Default::default()
+            },
+        ),
+        TaskEvent::ExecAdded { task, exec_id } => encoded(
+            names::EXEC_ADDED,
+            TaskExecAdded {
+                container_id: task,
+                exec_id,
+                ..Default::default()
+            },
+        ),
+        TaskEvent::ExecStarted { task, exec_id, pid } => encoded(
+            names::EXEC_STARTED,
+            TaskExecStarted {
+                container_id: task,
+                exec_id,
+                pid: pid as u32,
+                ..Default::default()
+            },
+        ),
+        TaskEvent::Oom { task } => encoded(
+            names::OOM,
+            TaskOOM {
+                container_id: task,
+                ..Default::default()
+            },
+        ),
         TaskEvent::Exited {
             task,
             id,
             pid,
             exit,
-        } => Box::new(TaskExit {
-            container_id: task,
-            id,
-            pid: pid as u32,
-            exit_status: exit.code,
-            exited_at: Some(exit.at).into(),
-            ..Default::default()
-        }),
-        TaskEvent::Deleted { task, pid, exit } => Box::new(TaskDelete {
-            container_id: task.clone(),
-            id: task,
-            pid: pid as u32,
-            exit_status: exit.code,
-            exited_at: Some(exit.at).into(),
-            ..Default::default()
-        }),
-        TaskEvent::Paused { task } => Box::new(TaskPaused {
-            container_id: task,
-            ..Default::default()
-        }),
-        TaskEvent::Resumed { task } => Box::new(TaskResumed {
-            container_id: task,
-            ..Default::default()
-        }),
+        } => encoded(
+            names::EXIT,
+            TaskExit {
+                container_id: task,
+                id,
+                pid: pid as u32,
+                exit_status: exit.code,
+                exited_at: Some(exit.at).into(),
+                ..Default::default()
+            },
+        ),
+        TaskEvent::Deleted { task, pid, exit } => encoded(
+            names::DELETE,
+            TaskDelete {
+                container_id: task.clone(),
+                id: task,
+                pid: pid as u32,
+                exit_status: exit.code,
+                exited_at: Some(exit.at).into(),
+                ..Default::default()
+            },
+        ),
+        TaskEvent::Paused { task } => encoded(
+            names::PAUSED,
+            TaskPaused {
+                container_id: task,
+                ..Default::default()
+            },
+        ),
+        TaskEvent::Resumed { task } => encoded(
+            names::RESUMED,
+            TaskResumed {
+                container_id: task,
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+/// The protobuf full names of the task events, as their descriptors give them.
+mod names {
+    pub(super) const CREATE: &str = "containerd.events.TaskCreate";
+    pub(super) const START: &str = "containerd.events.TaskStart";
+    pub(super) const EXEC_ADDED: &str = "containerd.events.TaskExecAdded";
+    pub(super) const EXEC_STARTED: &str = "containerd.events.TaskExecStarted";
+    pub(super) const OOM: &str = "containerd.events.TaskOOM";
+    pub(super) const EXIT: &str = "containerd.events.TaskExit";
+    pub(super) const DELETE: &str = "containerd.events.TaskDelete";
+    pub(super) const PAUSED: &str = "containerd.events.TaskPaused";
+    pub(super) const RESUMED: &str = "containerd.events.TaskResumed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim::protos::protobuf::MessageFull;
+
+    #[test]
+    fn each_event_is_named_as_its_descriptor_names_it() {
+        let pairs = [
+            (names::CREATE, TaskCreate::descriptor()),
+            (names::START, TaskStart::descriptor()),
+            (names::EXEC_ADDED, TaskExecAdded::descriptor()),
+            (names::EXEC_STARTED, TaskExecStarted::descriptor()),
+            (names::OOM, TaskOOM::descriptor()),
+            (names::EXIT, TaskExit::descriptor()),
+            (names::DELETE, TaskDelete::descriptor()),
+            (names::PAUSED, TaskPaused::descriptor()),
+            (names::RESUMED, TaskResumed::descriptor()),
+        ];
+        for (name, descriptor) in pairs {
+            assert_eq!(name, descriptor.full_name());
+        }
+    }
+
+    #[test]
+    fn an_encoded_event_carries_its_topic_and_decodes_back() {
+        let encoded = to_protobuf(TaskEvent::Started {
+            task: "t".into(),
+            pid: 42,
+        });
+        assert_eq!(encoded.topic, "/tasks/start");
+        let start = TaskStart::parse_from_bytes(&encoded.event.value).unwrap();
+        assert_eq!((start.container_id.as_str(), start.pid), ("t", 42));
     }
 }
