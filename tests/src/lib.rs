@@ -813,29 +813,40 @@ impl Containerd {
     /// What a task `id` may have left behind: shim processes, mounts, cgroups, sandbox state,
     /// and containerd containers, tasks and snapshots. Empty when it left nothing.
     pub fn leftovers(&self, id: &str) -> Vec<String> {
+        self.leftovers_of(&[id])
+    }
+
+    /// What any of the tasks `ids` may have left behind, as [`Containerd::leftovers`] finds
+    /// it for one (each of containerd's lists is read once, whatever the number of ids).
+    pub fn leftovers_of<S: AsRef<str>>(&self, ids: &[S]) -> Vec<String> {
+        let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
         let mut found = Vec::new();
+        let socket = self.socket().display().to_string();
         for (pid, cmdline) in processes() {
-            if cmdline.contains(&self.socket().display().to_string())
-                && cmdline.contains(&format!("-id {id} "))
+            if cmdline.contains(&socket)
+                && ids.iter().any(|id| cmdline.contains(&format!("-id {id} ")))
             {
                 found.push(format!("process {pid}: {cmdline}"));
             }
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for line in mountinfo.lines() {
-            if line.contains(&format!("/{id}/"))
-                || line.ends_with(&format!("/{id}"))
-                || line.contains(&format!("/{id} "))
-            {
+            if ids.iter().any(|id| {
+                line.contains(&format!("/{id}/"))
+                    || line.ends_with(&format!("/{id}"))
+                    || line.contains(&format!("/{id} "))
+            }) {
                 found.push(format!("mount: {line}"));
             }
         }
-        for cgroup in cgroup_dirs(id) {
-            found.push(format!("cgroup {}", cgroup.display()));
-        }
-        let state = Path::new("/run/kwasi").join(self.namespace).join(id);
-        if state.exists() {
-            found.push(format!("sandbox state {}", state.display()));
+        for id in &ids {
+            for cgroup in cgroup_dirs(id) {
+                found.push(format!("cgroup {}", cgroup.display()));
+            }
+            let state = Path::new("/run/kwasi").join(self.namespace).join(id);
+            if state.exists() {
+                found.push(format!("sandbox state {}", state.display()));
+            }
         }
         for (what, args) in [
             ("container", &["containers", "ls", "-q"][..]),
@@ -844,7 +855,11 @@ impl Containerd {
         ] {
             let out = self.ctr(args);
             for line in out.stdout.lines() {
-                if line.split_whitespace().next() == Some(id) {
+                if line
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|first| ids.contains(&first))
+                {
                     found.push(format!("containerd {what}: {line}"));
                 }
             }
@@ -855,9 +870,16 @@ impl Containerd {
     /// Waits (a little: containerd tears a shim down asynchronously) until `id` has left
     /// nothing behind, and returns what is still there otherwise.
     pub fn wait_no_leftovers(&self, id: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_no_leftovers_of(&[id])
+    }
+
+    /// [`Containerd::wait_no_leftovers`] for all of `ids` at once (10 s, and 10 ms more per
+    /// id: a thousand shims take a while to go).
+    pub fn wait_no_leftovers_of<S: AsRef<str>>(&self, ids: &[S]) -> Vec<String> {
+        let deadline =
+            Instant::now() + Duration::from_secs(10) + Duration::from_millis(10) * ids.len() as u32;
         loop {
-            let left = self.leftovers(id);
+            let left = self.leftovers_of(ids);
             if left.is_empty() || Instant::now() > deadline {
                 return left;
             }

@@ -1,0 +1,495 @@
+//! Density: every figure of issue 18 in one run, each against runc in the same run, through
+//! one private containerd 2.x.
+//!
+//! 1. `ctr run --rm` of the hello image (its module compiled before) against runc's busybox
+//!    `echo`, ROUNDS alternated rounds, medians.
+//! 2. Task throughput: TASKS hello tasks (`ctr run --rm`), 8 and then 16 at a time, for runc
+//!    and each shim; tasks per second, failed tasks, and what the tasks left behind.
+//! 3. Idle containers (`ctr run -d` of a sleeping module, or busybox `sleep` for runc), at
+//!    each of COUNTS: the processes and threads each keeps alive, their PSS (shim, zygote and
+//!    container processes, all counted) per container, containerd's own growth per
+//!    container, the time to start them one after another, and whether the node stays
+//!    healthy with them (all running, and a hello task still runs); from the largest count,
+//!    how many would fit in 24 GiB.
+//! 4. A warm start of an 8 MiB module against one of a small module, per engine (the
+//!    compile cache's figure, see `compilecache`).
+//!
+//! Then a summary of the ratios and a plot of memory per container against the number of
+//! containers, written to `KWASI_DENSITY_PNG` (default `benches/density.png`).
+//!
+//! Usage: `density [ROUNDS] [COUNTS] [TASKS]` (defaults 20, `1,10,100,1000` and 96), after
+//! `cargo build --release`, as root. `KWASI_BIN_DIR` picks other shims, as in every bench.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kwasi_e2e::*;
+use measure::{median, ms, HelloBench, HELLO};
+
+mod compiled;
+mod measure;
+
+/// The node memory the extrapolation fills.
+const NODE_BYTES: f64 = 24.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// One runtime as the bench drives it: how it is named, and what its hello and idle
+/// containers run.
+struct Runtime {
+    name: String,
+    runtime: &'static str,
+    image: String,
+    hello_args: Vec<&'static str>,
+    hello_output: &'static str,
+    idle_image: String,
+    idle_args: Vec<&'static str>,
+}
+
+fn main() -> Result<()> {
+    let HelloBench {
+        rounds,
+        shims,
+        containerd: c,
+        hello,
+        busybox,
+    } = HelloBench::start()?;
+    let mut argv = std::env::args().skip(2);
+    let counts: Vec<usize> = match argv.next() {
+        Some(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .context("COUNTS: numbers separated by commas")
+            })
+            .collect::<Result<_>>()?,
+        None => vec![1, 10, 100, 1000],
+    };
+    let tasks: usize = argv.next().map_or(Ok(96), |n| n.parse()).context("TASKS")?;
+    let probe = c.import_wasm("kwasi.bench/probe", &guests_dir().join("probe.wasm"), &[])?;
+    let mut runtimes = vec![Runtime {
+        name: "runc".into(),
+        runtime: RUNC,
+        image: busybox.clone(),
+        hello_args: vec!["/bin/busybox", "echo", "hello"],
+        hello_output: "hello",
+        idle_image: busybox.clone(),
+        idle_args: vec!["/bin/busybox", "sleep", "36000"],
+    }];
+    for shim in &shims {
+        runtimes.push(Runtime {
+            name: format!("kwasi {}", shim.engine),
+            runtime: shim.runtime,
+            image: hello.clone(),
+            hello_args: vec![],
+            hello_output: HELLO,
+            idle_image: probe.clone(),
+            idle_args: vec!["/app.wasm", "sleep"],
+        });
+    }
+    // One untimed run of each, so that all start from warm page caches and compiled modules.
+    for (i, r) in runtimes.iter().enumerate() {
+        run_hello(&c, r, &format!("warm-{i}"))?;
+    }
+
+    println!("== 1. ctr run --rm hello, median of {rounds} alternated rounds");
+    let mut starts = vec![Vec::new(); runtimes.len()];
+    for round in 0..rounds {
+        for (i, r) in runtimes.iter().enumerate() {
+            starts[i].push(run_hello(&c, r, &format!("h{round}-{i}"))?);
+        }
+    }
+    let starts: Vec<Duration> = starts.iter_mut().map(|v| median(v)).collect();
+    for (r, d) in runtimes.iter().zip(&starts) {
+        println!(
+            "  {:<16} {:>7.1} ms  {:.2} x runc",
+            r.name,
+            ms(*d),
+            ratio(*d, starts[0])
+        );
+    }
+
+    println!("== 2. task throughput: {tasks} hello tasks through containerd");
+    let mut throughput: BTreeMap<usize, Vec<Throughput>> = BTreeMap::new();
+    for parallel in [8, 16] {
+        for (i, r) in runtimes.iter().enumerate() {
+            let t = run_tasks(&c, r, tasks, parallel, &format!("t{parallel}-{i}"))?;
+            println!(
+                "  {parallel:>2} at a time  {:<16} {:>6.1} tasks/s  {:.2} x runc  failed {}  left behind {}",
+                r.name,
+                t.per_second,
+                t.per_second / throughput.get(&parallel).map_or(t.per_second, |v| v[0].per_second),
+                t.failed.len(),
+                t.leftovers.len()
+            );
+            for line in t.failed.iter().chain(&t.leftovers).take(3) {
+                println!("      {line}");
+            }
+            throughput.entry(parallel).or_default().push(t);
+        }
+    }
+
+    println!("== 3. idle containers");
+    let mut idle: Vec<Vec<Idle>> = (0..runtimes.len()).map(|_| Vec::new()).collect();
+    for &count in &counts {
+        for (i, r) in runtimes.iter().enumerate() {
+            let found = idle_containers(&c, r, count, &format!("i{count}-{i}"))?;
+            let base = idle[0].last().filter(|_| i > 0).map(|b: &Idle| b.pss_per);
+            println!(
+                "  {count:>5} x {:<16} {:.1} processes, {:.1} threads, PSS {:>5.2} MiB each{}, containerd {:+.2} MiB each, started in {:.1} s, {}/{} running, hello while idle: {}",
+                r.name,
+                found.processes_per,
+                found.threads_per,
+                found.pss_per / MIB,
+                base.map_or(String::new(), |b| format!(" ({:.2} x runc)", found.pss_per / b)),
+                found.containerd_per / MIB,
+                found.start.as_secs_f64(),
+                found.running,
+                count,
+                match &found.hello {
+                    Ok(d) => format!("{:.1} ms", ms(*d)),
+                    Err(e) => format!("FAILED {e}"),
+                },
+            );
+            for line in found.leftovers.iter().take(3) {
+                println!("      left behind: {line}");
+            }
+            idle[i].push(found);
+        }
+    }
+
+    println!("== 4. warm start of an 8 MiB module against a small one");
+    let modules = compiled::Modules::import(&c, 16_000)?;
+    println!("  {}", modules.describe());
+    let mut sizes = Vec::new();
+    for shim in &shims {
+        let s = modules.measure(&c, shim, rounds.clamp(1, 8))?;
+        println!(
+            "  kwasi {:<10} warm large {:>6.1} ms, warm small {:>6.1} ms: {:.2} x",
+            shim.engine,
+            ms(s.warm),
+            ms(s.small_warm),
+            s.large_over_small()
+        );
+        sizes.push(s);
+    }
+
+    println!("== summary (issue 18's goals in brackets)");
+    for (i, r) in runtimes.iter().enumerate().skip(1) {
+        println!("  {}:", r.name);
+        println!(
+            "    ctr run --rm hello             {:.2} x runc   [<= 0.5]",
+            ratio(starts[i], starts[0])
+        );
+        for (parallel, rows) in &throughput {
+            println!(
+                "    tasks/s, {parallel:>2} at a time         {:.2} x runc   [>= 3]  failed {}, left behind {}",
+                rows[i].per_second / rows[0].per_second,
+                rows[i].failed.len(),
+                rows[i].leftovers.len()
+            );
+        }
+        for (k, &count) in counts.iter().enumerate() {
+            let (mine, runc) = (&idle[i][k], &idle[0][k]);
+            println!(
+                "    idle PSS per container at {count:>4} {:.2} MiB, {:.2} x runc   [<= 1.5 MiB and <= 0.5 x at 100]",
+                mine.pss_per / MIB,
+                mine.pss_per / runc.pss_per
+            );
+        }
+        if let (Some(mine), Some(&count)) = (idle[i].last(), counts.last()) {
+            let per = mine.pss_per + mine.containerd_per.max(0.0);
+            let runc = idle[0]
+                .last()
+                .map_or(0.0, |b| b.pss_per + b.containerd_per.max(0.0));
+            println!(
+                "    fit in 24 GiB (PSS at {count} + containerd's share) {:.0}, runc {:.0}   [>= 10000]; healthy at {count}: {}",
+                NODE_BYTES / per,
+                NODE_BYTES / runc,
+                if mine.running == count && mine.hello.is_ok() && mine.leftovers.is_empty() {
+                    "yes"
+                } else {
+                    "NO"
+                }
+            );
+        }
+        if let Some(s) = sizes.get(i - 1) {
+            println!(
+                "    warm 8 MiB / warm small module {:.2} x        [<= 1.2]",
+                s.large_over_small()
+            );
+        }
+    }
+    let png = std::env::var_os("KWASI_DENSITY_PNG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("density.png"));
+    let series: Vec<(String, Vec<(usize, f64)>)> = runtimes
+        .iter()
+        .zip(&idle)
+        .map(|(r, rows)| {
+            let points = rows
+                .iter()
+                .map(|row| (row.count, row.pss_per / MIB))
+                .collect();
+            (r.name.clone(), points)
+        })
+        .collect();
+    plot(&png, &series)?;
+    println!("plot: {}", png.display());
+    Ok(())
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+/// One `ctr run --rm` of `r`'s hello task, checked, timed.
+fn run_hello(c: &Containerd, r: &Runtime, id: &str) -> Result<Duration> {
+    let t = Instant::now();
+    measure::check(
+        &c.run(r.runtime, &[], &r.image, id, &r.hello_args),
+        r.hello_output,
+    )?;
+    Ok(t.elapsed())
+}
+
+/// What a burst of tasks did.
+struct Throughput {
+    per_second: f64,
+    failed: Vec<String>,
+    leftovers: Vec<String>,
+}
+
+/// Runs `tasks` hello tasks of `r`, `parallel` at a time, and counts the failures and what
+/// they left behind.
+fn run_tasks(
+    c: &Containerd,
+    r: &Runtime,
+    tasks: usize,
+    parallel: usize,
+    tag: &str,
+) -> Result<Throughput> {
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= tasks {
+                    break;
+                }
+                if let Err(err) = run_hello(c, r, &format!("{tag}-{n}")) {
+                    if let Ok(mut failed) = failed.lock() {
+                        failed.push(format!("task {n}: {err:#}"));
+                    }
+                }
+            });
+        }
+    });
+    let per_second = tasks as f64 / t.elapsed().as_secs_f64();
+    let ids: Vec<String> = (0..tasks).map(|n| format!("{tag}-{n}")).collect();
+    let leftovers = c.wait_no_leftovers_of(&ids);
+    let failed = failed.into_inner().unwrap_or_default();
+    Ok(Throughput {
+        per_second,
+        failed,
+        leftovers,
+    })
+}
+
+/// What `count` idle containers of one runtime cost.
+struct Idle {
+    count: usize,
+    processes_per: f64,
+    threads_per: f64,
+    /// Bytes of PSS per container: its shim's processes and its own.
+    pss_per: f64,
+    /// Bytes containerd's own PSS grew by, per container.
+    containerd_per: f64,
+    start: Duration,
+    running: usize,
+    hello: Result<Duration, String>,
+    leftovers: Vec<String>,
+}
+
+/// Starts `count` idle containers of `r` one after another, measures them, and removes them.
+fn idle_containers(c: &Containerd, r: &Runtime, count: usize, tag: &str) -> Result<Idle> {
+    let containerd_pid = c.pid().context("containerd's pid")? as i32;
+    let containerd_before = pss_bytes(containerd_pid);
+    let ids: Vec<String> = (0..count).map(|n| format!("{tag}-{n}")).collect();
+    let t = Instant::now();
+    for id in &ids {
+        let mut args = vec!["run", "-d", "--runtime", r.runtime, &r.idle_image, id];
+        args.extend_from_slice(&r.idle_args);
+        let out = c.ctr(&args);
+        if out.status != 0 {
+            remove(c, &ids);
+            bail!("{}: ctr run -d {id}: {out:?}", r.name);
+        }
+    }
+    let start = t.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let listed = c.ctr(&["tasks", "ls"]).stdout;
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let running = listed
+        .lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words.next().is_some_and(|id| wanted.contains(id)) && l.ends_with("RUNNING")
+        })
+        .count();
+    let pids = pids_of(c, &ids);
+    let pss: f64 = pids.iter().map(|&pid| pss_bytes(pid)).sum();
+    let threads: usize = pids.iter().map(|&pid| threads_of(pid)).sum();
+    let containerd_after = pss_bytes(containerd_pid);
+    let hello = run_hello(c, r, &format!("{tag}-hello")).map_err(|e| format!("{e:#}"));
+    remove(c, &ids);
+    let mut all = ids.clone();
+    all.push(format!("{tag}-hello"));
+    let leftovers = c.wait_no_leftovers_of(&all);
+    let n = count as f64;
+    Ok(Idle {
+        count,
+        processes_per: pids.len() as f64 / n,
+        threads_per: threads as f64 / n,
+        pss_per: pss / n,
+        containerd_per: (containerd_after - containerd_before) / n,
+        start,
+        running,
+        hello,
+        leftovers,
+    })
+}
+
+/// The shim processes serving `ids` and the processes in their containers' cgroups.
+fn pids_of(c: &Containerd, ids: &[String]) -> Vec<i32> {
+    let socket = c.socket().display().to_string();
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut pids: Vec<i32> = processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("containerd-shim") && cmdline.contains(&socket))
+        .filter(|(_, cmdline)| {
+            let mut words = cmdline.split_whitespace();
+            words.any(|w| w == "-id") && words.next().is_some_and(|id| wanted.contains(id))
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    for id in ids {
+        if let Some(dir) = cgroup_dirs(id).first() {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Kills and deletes the tasks and containers `ids`, four at a time.
+fn remove(c: &Containerd, ids: &[String]) {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let Some(id) = ids.get(n) else { break };
+                c.ctr(&["tasks", "delete", "--force", id]);
+                c.ctr(&["containers", "delete", id]);
+            });
+        }
+    });
+}
+
+/// A process's proportional set size, in bytes (0 once it has gone).
+fn pss_bytes(pid: i32) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    kib as f64 * 1024.0
+}
+
+/// A process's threads.
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// Draws memory per container against the number of containers, one line per runtime.
+fn plot(png: &Path, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
+    use plotters::prelude::*;
+    let font = Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf");
+    let bytes = std::fs::read(font).with_context(|| {
+        format!(
+            "reading {} for the plot's text: apt-get install fonts-dejavu-core",
+            font.display()
+        )
+    })?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into()))
+        .map_err(|_| anyhow::anyhow!("{} is not a font", font.display()))?;
+    let max_n = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(n, _)| *n))
+        .max()
+        .unwrap_or(1)
+        .max(10) as f64;
+    let mibs = || series.iter().flat_map(|(_, p)| p.iter().map(|(_, m)| *m));
+    let max_mib = mibs().fold(1.0f64, f64::max) * 1.3;
+    let min_mib = mibs().fold(max_mib, f64::min).min(1.0) * 0.7;
+    let root = BitMapBackend::new(png, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Idle containers: PSS per container (shim + container processes)",
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1f64..max_n).log_scale(), (min_mib..max_mib).log_scale())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("containers running")
+        .y_desc("MiB per container")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let colors: HashMap<usize, RGBColor> = [
+        (0, RGBColor(90, 90, 90)),
+        (1, RGBColor(200, 60, 40)),
+        (2, RGBColor(40, 110, 200)),
+        (3, RGBColor(40, 160, 80)),
+        (4, RGBColor(150, 80, 180)),
+    ]
+    .into_iter()
+    .collect();
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = colors.get(&i).copied().unwrap_or(BLACK);
+        let points: Vec<(f64, f64)> = points.iter().map(|(n, m)| (*n as f64, *m)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
