@@ -132,6 +132,20 @@ fn main() -> Result<()> {
         }
     }
 
+    // The idle containers run a module that ran before (its compiled form is cached), as a
+    // restarted or scaled-out pod does.
+    for (i, r) in runtimes.iter().enumerate().skip(1) {
+        measure::check(
+            &c.run(
+                r.runtime,
+                &[],
+                &r.idle_image,
+                &format!("warm-idle-{i}"),
+                &["/app.wasm", "hello"],
+            ),
+            "hello from wasm",
+        )?;
+    }
     println!("== 3. idle containers");
     let mut idle: Vec<Vec<Idle>> = (0..runtimes.len()).map(|_| Vec::new()).collect();
     for &count in &counts {
@@ -139,7 +153,7 @@ fn main() -> Result<()> {
             let found = idle_containers(&c, r, count, &format!("i{count}-{i}"))?;
             let base = idle[0].last().filter(|_| i > 0).map(|b: &Idle| b.pss_per);
             println!(
-                "  {count:>5} x {:<16} {:.1} processes, {:.1} threads, PSS {:>5.2} MiB each{}, containerd {:+.2} MiB each, started in {:.1} s, {}/{} running, hello while idle: {}",
+                "  {count:>5} x {:<16} {:.1} processes, {:.1} threads, PSS {:>5.2} MiB each{}, containerd {:+.2} MiB each, started in {:.1} s, idle CPU {:.1} % of a core, {}/{} running, hello while idle: {}",
                 r.name,
                 found.processes_per,
                 found.threads_per,
@@ -147,6 +161,7 @@ fn main() -> Result<()> {
                 base.map_or(String::new(), |b| format!(" ({:.2} x runc)", found.pss_per / b)),
                 found.containerd_per / MIB,
                 found.start.as_secs_f64(),
+                found.cpu * 100.0,
                 found.running,
                 count,
                 match &found.hello {
@@ -154,6 +169,7 @@ fn main() -> Result<()> {
                     Err(e) => format!("FAILED {e}"),
                 },
             );
+            println!("      MiB each: {}", found.breakdown);
             for line in found.leftovers.iter().take(3) {
                 println!("      left behind: {line}");
             }
@@ -206,10 +222,14 @@ fn main() -> Result<()> {
                 .last()
                 .map_or(0.0, |b| b.pss_per + b.containerd_per.max(0.0));
             println!(
-                "    fit in 24 GiB (PSS at {count} + containerd's share) {:.0}, runc {:.0}   [>= 10000]; healthy at {count}: {}",
+                "    fit in 24 GiB (PSS at {count} + containerd's share) {:.0}, runc {:.0}   [>= 10000]; healthy at {count} (all running, a hello still runs, idle CPU < 10 % of a core, nothing left behind): {}",
                 NODE_BYTES / per,
                 NODE_BYTES / runc,
-                if mine.running == count && mine.hello.is_ok() && mine.leftovers.is_empty() {
+                if mine.running == count
+                    && mine.hello.is_ok()
+                    && mine.leftovers.is_empty()
+                    && mine.cpu < 0.1
+                {
                     "yes"
                 } else {
                     "NO"
@@ -310,9 +330,13 @@ struct Idle {
     threads_per: f64,
     /// Bytes of PSS per container: its shim's processes and its own.
     pss_per: f64,
+    /// Where the PSS goes, per container: each kind of process, anonymous and file pages.
+    breakdown: String,
     /// Bytes containerd's own PSS grew by, per container.
     containerd_per: f64,
     start: Duration,
+    /// Cores the idle containers' processes kept busy together, over 3 s.
+    cpu: f64,
     running: usize,
     hello: Result<Duration, String>,
     leftovers: Vec<String>,
@@ -345,7 +369,39 @@ fn idle_containers(c: &Containerd, r: &Runtime, count: usize, tag: &str) -> Resu
         })
         .count();
     let pids = pids_of(c, &ids);
+    let cpu_before: u64 = pids.iter().map(|&pid| cpu_ticks(pid)).sum();
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = (pids.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>() - cpu_before) as f64
+        / ticks_per_second()
+        / window.elapsed().as_secs_f64();
     let pss: f64 = pids.iter().map(|&pid| pss_bytes(pid)).sum();
+    let mut roles: BTreeMap<&'static str, [f64; 2]> = BTreeMap::new();
+    for &pid in &pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let role = if comm.starts_with("containerd-shim") {
+            "shim"
+        } else if comm.trim() == "kwasi-zygote" {
+            "zygote"
+        } else {
+            "container"
+        };
+        let [anon, file] = roles.entry(role).or_default();
+        *anon += rollup_bytes(pid, "Pss_Anon:");
+        *file += rollup_bytes(pid, "Pss_File:");
+    }
+    let n = count as f64;
+    let breakdown = roles
+        .iter()
+        .map(|(role, [anon, file])| {
+            format!(
+                "{role} {:.2} anon + {:.2} file",
+                anon / n / MIB,
+                file / n / MIB
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let threads: usize = pids.iter().map(|&pid| threads_of(pid)).sum();
     let containerd_after = pss_bytes(containerd_pid);
     let hello = run_hello(c, r, &format!("{tag}-hello")).map_err(|e| format!("{e:#}"));
@@ -353,14 +409,15 @@ fn idle_containers(c: &Containerd, r: &Runtime, count: usize, tag: &str) -> Resu
     let mut all = ids.clone();
     all.push(format!("{tag}-hello"));
     let leftovers = c.wait_no_leftovers_of(&all);
-    let n = count as f64;
     Ok(Idle {
         count,
         processes_per: pids.len() as f64 / n,
         threads_per: threads as f64 / n,
         pss_per: pss / n,
+        breakdown,
         containerd_per: (containerd_after - containerd_before) / n,
         start,
+        cpu,
         running,
         hello,
         leftovers,
@@ -408,13 +465,45 @@ fn remove(c: &Containerd, ids: &[String]) {
 
 /// A process's proportional set size, in bytes (0 once it has gone).
 fn pss_bytes(pid: i32) -> f64 {
+    rollup_bytes(pid, "Pss:")
+}
+
+/// One line of a process's `smaps_rollup` (`field` with its colon), in bytes.
+fn rollup_bytes(pid: i32, field: &str) -> f64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let kib: u64 = rollup
         .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     kib as f64 * 1024.0
+}
+
+/// The CPU time a process and its threads have used, in clock ticks (0 once it has gone).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Clock ticks per second, as `/proc/PID/stat` counts them.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
 }
 
 /// A process's threads.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use containerd_shim::api::DeleteResponse;
-use containerd_shim::protos::EventsClient;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::{timestamp, write_address};
 use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
@@ -149,18 +148,18 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
     /// containerd-shim's server loop calls this; kwasi's ([`serve`]) forks the zygote earlier,
     /// before any thread starts, and calls [`KwasiShim::task_service`]. Should this be called
     /// on a process that has threads, the zygote cannot start and the shim exits with why.
-    /// Events go through a client of kwasi's own (see [`crate::task::events_client`]), to
-    /// containerd's `TTRPC_ADDRESS`, as `publisher` would send them.
+    /// Events go to containerd's `TTRPC_ADDRESS` through kwasi's own publisher, which
+    /// connects only while it has events to send, rather than through `publisher`.
     fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
         let started = Zygote::start(E::default())
             .context("starting the zygote")
             .and_then(|zygote| {
                 let address = std::env::var("TTRPC_ADDRESS")
                     .context("TTRPC_ADDRESS is not set by containerd")?;
-                Ok((zygote, crate::task::events_client(&address)?))
+                Ok((zygote, address))
             });
         match started {
-            Ok((zygote, events)) => self.task_service(zygote, events),
+            Ok((zygote, address)) => self.task_service(zygote, &address),
             Err(err) => {
                 log::error!("{err:#}");
                 std::process::exit(1);
@@ -171,13 +170,13 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
 
 impl<E> KwasiShim<E> {
     /// The task service, building its processes through `zygote`.
-    fn task_service(&self, zygote: Zygote, events: EventsClient) -> TaskService {
+    fn task_service(&self, zygote: Zygote, events_address: &str) -> TaskService {
         TaskService::new(
             zygote,
             &self.namespace,
             &self.containerd_address,
             state_root(&self.namespace),
-            events,
+            events_address,
             Arc::clone(&self.exit),
         )
     }

@@ -115,9 +115,8 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
 
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set by containerd")?;
-    let events = crate::task::events_client(&ttrpc_address)?;
     let service: Arc<dyn containerd_shim::Task + Send + Sync> =
-        Arc::new(shim.task_service(zygote, events));
+        Arc::new(shim.task_service(zygote, &ttrpc_address));
     let v2: HashMap<_, _> = create_task(Arc::clone(&service))
         .into_iter()
         .map(|(name, handler)| (name.replacen(TASK_V3, TASK_V2, 1), handler))

@@ -6,6 +6,7 @@
 //! from and those it imports, about half a MiB of heap that every shim would keep.
 
 use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use containerd_shim::event::Event;
@@ -70,9 +71,17 @@ pub(crate) trait Publisher: Send + Sync + 'static {
 /// Events are queued, in order, to one thread that publishes them, so that no task call
 /// waits for containerd to take its event. A failed publish is logged: the task goes on, and
 /// containerd learns the state from `state` and `wait`.
+///
+/// The connection to containerd is made for a burst of events and closed once no event has
+/// come for [`IDLE_CONNECTION`]: ttrpc's synchronous client keeps a thread that wakes every
+/// 10 ms while connected, which on a node of a thousand idle shims is a hundred thousand
+/// wake-ups a second.
 pub(crate) struct ContainerdPublisher {
     queue: mpsc::Sender<Queued>,
 }
+
+/// How long the publisher keeps its connection to containerd after the last event.
+const IDLE_CONNECTION: Duration = Duration::from_secs(1);
 
 enum Queued {
     Event(Encoded),
@@ -81,7 +90,7 @@ enum Queued {
 }
 
 /// Connects to containerd's event service at its ttrpc address (`TTRPC_ADDRESS`).
-pub fn events_client(ttrpc_address: &str) -> anyhow::Result<EventsClient> {
+fn events_client(ttrpc_address: &str) -> anyhow::Result<EventsClient> {
     let address = match ttrpc_address.strip_prefix("unix://") {
         Some(_) => ttrpc_address.to_string(),
         None => format!("unix://{ttrpc_address}"),
@@ -93,12 +102,34 @@ pub fn events_client(ttrpc_address: &str) -> anyhow::Result<EventsClient> {
 }
 
 impl ContainerdPublisher {
-    pub(crate) fn new(client: EventsClient, namespace: String) -> ContainerdPublisher {
+    /// A publisher to containerd's event service at `ttrpc_address` (`TTRPC_ADDRESS`).
+    pub(crate) fn new(ttrpc_address: String, namespace: String) -> ContainerdPublisher {
         let (queue, items) = mpsc::channel::<Queued>();
         std::thread::spawn(move || {
-            for item in items {
+            let mut client: Option<EventsClient> = None;
+            loop {
+                let item = match &client {
+                    Some(_) => match items.recv_timeout(IDLE_CONNECTION) {
+                        Ok(item) => item,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            client = None;
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match items.recv() {
+                        Ok(item) => item,
+                        Err(_) => break,
+                    },
+                };
                 match item {
                     Queued::Event(Encoded { topic, event }) => {
+                        if client.is_none() {
+                            client = events_client(&ttrpc_address)
+                                .map_err(|err| log::warn!("publishing {topic}: {err:#}"))
+                                .ok();
+                        }
+                        let Some(connected) = &client else { continue };
                         let ctx = context::with_timeout(5_000_000_000);
                         let request = ForwardRequest {
                             envelope: Some(Envelope {
@@ -111,8 +142,9 @@ impl ContainerdPublisher {
                             .into(),
                             ..Default::default()
                         };
-                        if let Err(err) = client.forward(ctx, &request) {
+                        if let Err(err) = connected.forward(ctx, &request) {
                             log::warn!("publishing {topic}: {err}");
+                            client = None;
                         }
                     }
                     Queued::Flush(done) => {

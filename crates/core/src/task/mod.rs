@@ -44,14 +44,12 @@ use containerd_shim::protos::protobuf::CodedOutputStream;
 use containerd_shim::protos::shim::shim::CheckpointTaskRequest;
 use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
 use containerd_shim::protos::types::task::ProcessInfo;
-use containerd_shim::protos::EventsClient;
 use containerd_shim::{ExitSignal, Task as TaskApi};
 use nix::sys::signal::Signal;
 
 use crate::sandbox::oom::OomMonitor;
 use crate::sandbox::{RootfsMount, SandboxRuntime, StdioPaths, Zygote};
 use container::TaskConfig;
-pub use events::events_client;
 use events::ContainerdPublisher;
 use service::{Service, TaskError};
 
@@ -63,18 +61,18 @@ pub struct TaskService {
 impl TaskService {
     /// A service that builds its tasks' processes through `zygote`, keeps sandbox state under
     /// `state_root`, reads images through containerd at `containerd_address` and publishes
-    /// events to `events` ([`events_client`]) in `namespace`, and signals `shutdown` when containerd asks the
-    /// shim to exit with no task left.
+    /// events to containerd's ttrpc address `events_address` in `namespace`, and signals
+    /// `shutdown` when containerd asks the shim to exit with no task left.
     pub fn new(
         zygote: Zygote,
         namespace: &str,
         containerd_address: &str,
         state_root: PathBuf,
-        events: EventsClient,
+        events_address: &str,
         shutdown: Arc<ExitSignal>,
     ) -> TaskService {
         let runtime = SandboxRuntime::new(zygote, namespace, containerd_address, state_root);
-        let publisher = ContainerdPublisher::new(events, namespace.to_string());
+        let publisher = ContainerdPublisher::new(events_address.to_string(), namespace.to_string());
         let service = Arc::new_cyclic(|weak: &std::sync::Weak<Service<_, _>>| {
             let mut service = Service::new(runtime, publisher, shutdown);
             let weak = weak.clone();
