@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use kwasi_e2e::*;
-use measure::{check, median, ms, HelloBench, HELLO};
+use measure::{check, median, ms, pids_of, pss_bytes, HelloBench, HELLO};
 
 mod measure;
 
@@ -180,24 +180,8 @@ fn idle_footprint(
         c.wait_for_status(id, "RUNNING", Duration::from_secs(20))?;
     }
     std::thread::sleep(Duration::from_millis(500));
-    let mut pids: Vec<i32> = Vec::new();
-    for id in &ids {
-        pids.extend(
-            processes()
-                .into_iter()
-                .filter(|(_, cmdline)| {
-                    cmdline.contains(&format!("-id {id} ")) && cmdline.contains("containerd-shim")
-                })
-                .map(|(pid, _)| pid),
-        );
-        for dir in cgroup_dirs(id).iter().take(1) {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-    }
-    pids.sort();
-    pids.dedup();
-    let pss: u64 = pids.iter().map(|pid| pss_kib(*pid)).sum();
+    let pids = pids_of(c, &ids);
+    let pss = (pids.iter().map(|&pid| pss_bytes(pid)).sum::<f64>() / 1024.0) as u64;
     for id in &ids {
         c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
         c.wait_for_status(id, "STOPPED", Duration::from_secs(10))?;
@@ -205,16 +189,6 @@ fn idle_footprint(
         c.ctr(&["container", "delete", id]);
     }
     Ok((pids.len() / count, pss / count as u64))
-}
-
-/// A process's proportional set size in KiB.
-fn pss_kib(pid: i32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// How long a sleeping wasm task takes to end after `ctr task kill` (SIGTERM) is sent.

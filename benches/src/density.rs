@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::*;
-use measure::{median, ms, HelloBench, HELLO};
+use measure::{median, ms, pids_of, pss_bytes, rollup_bytes, HelloBench, HELLO};
 
 mod compiled;
 mod measure;
@@ -424,30 +424,6 @@ fn idle_containers(c: &Containerd, r: &Runtime, count: usize, tag: &str) -> Resu
     })
 }
 
-/// The shim processes serving `ids` and the processes in their containers' cgroups.
-fn pids_of(c: &Containerd, ids: &[String]) -> Vec<i32> {
-    let socket = c.socket().display().to_string();
-    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let mut pids: Vec<i32> = processes()
-        .into_iter()
-        .filter(|(_, cmdline)| cmdline.contains("containerd-shim") && cmdline.contains(&socket))
-        .filter(|(_, cmdline)| {
-            let mut words = cmdline.split_whitespace();
-            words.any(|w| w == "-id") && words.next().is_some_and(|id| wanted.contains(id))
-        })
-        .map(|(pid, _)| pid)
-        .collect();
-    for id in ids {
-        if let Some(dir) = cgroup_dirs(id).first() {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids
-}
-
 /// Kills and deletes the tasks and containers `ids`, four at a time.
 fn remove(c: &Containerd, ids: &[String]) {
     let next = AtomicUsize::new(0);
@@ -461,22 +437,6 @@ fn remove(c: &Containerd, ids: &[String]) {
             });
         }
     });
-}
-
-/// A process's proportional set size, in bytes (0 once it has gone).
-fn pss_bytes(pid: i32) -> f64 {
-    rollup_bytes(pid, "Pss:")
-}
-
-/// One line of a process's `smaps_rollup` (`field` with its colon), in bytes.
-fn rollup_bytes(pid: i32, field: &str) -> f64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let kib: u64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    kib as f64 * 1024.0
 }
 
 /// The CPU time a process and its threads have used, in clock ticks (0 once it has gone).

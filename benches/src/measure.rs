@@ -236,3 +236,43 @@ impl HelloBench {
         })
     }
 }
+
+/// The shim processes serving `ids` and the processes in their containers' cgroups.
+pub fn pids_of(c: &Containerd, ids: &[String]) -> Vec<i32> {
+    let socket = c.socket().display().to_string();
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut pids: Vec<i32> = kwasi_e2e::processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("containerd-shim") && cmdline.contains(&socket))
+        .filter(|(_, cmdline)| {
+            let mut words = cmdline.split_whitespace();
+            words.any(|w| w == "-id") && words.next().is_some_and(|id| wanted.contains(id))
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    for id in ids {
+        if let Some(dir) = kwasi_e2e::cgroup_dirs(id).first() {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// A process's proportional set size, in bytes (0 once it has gone).
+pub fn pss_bytes(pid: i32) -> f64 {
+    rollup_bytes(pid, "Pss:")
+}
+
+/// One line of a process's `smaps_rollup` (`field` with its colon), in bytes.
+pub fn rollup_bytes(pid: i32, field: &str) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    kib as f64 * 1024.0
+}

@@ -822,19 +822,23 @@ impl Containerd {
         let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
         let mut found = Vec::new();
         let socket = self.socket().display().to_string();
+        let id_args: Vec<String> = ids.iter().map(|id| format!("-id {id} ")).collect();
         for (pid, cmdline) in processes() {
-            if cmdline.contains(&socket)
-                && ids.iter().any(|id| cmdline.contains(&format!("-id {id} ")))
-            {
+            if cmdline.contains(&socket) && id_args.iter().any(|arg| cmdline.contains(arg)) {
                 found.push(format!("process {pid}: {cmdline}"));
             }
         }
+        // `/ID/`, `/ID ` inside a line, or `/ID` ending it.
+        let in_paths: Vec<[String; 3]> = ids
+            .iter()
+            .map(|id| [format!("/{id}/"), format!("/{id} "), format!("/{id}")])
+            .collect();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for line in mountinfo.lines() {
-            if ids.iter().any(|id| {
-                line.contains(&format!("/{id}/"))
-                    || line.ends_with(&format!("/{id}"))
-                    || line.contains(&format!("/{id} "))
+            if in_paths.iter().any(|[dir, inner, last]| {
+                line.contains(dir.as_str())
+                    || line.contains(inner.as_str())
+                    || line.ends_with(last.as_str())
             }) {
                 found.push(format!("mount: {line}"));
             }

@@ -15,12 +15,12 @@ use containerd_shim::protos::events::task::{
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::ttrpc::context;
 use containerd_shim::protos::{Client, EventsClient};
+use containerd_shim::util::timestamp;
 
 use super::process::{Exit, Process};
 
@@ -133,7 +133,7 @@ impl ContainerdPublisher {
                         let ctx = context::with_timeout(5_000_000_000);
                         let request = ForwardRequest {
                             envelope: Some(Envelope {
-                                timestamp: Some(now()).into(),
+                                timestamp: timestamp().ok().into(),
                                 namespace: namespace.clone(),
                                 topic: topic.clone(),
                                 event: Some(event).into(),
@@ -173,18 +173,6 @@ impl Publisher for ContainerdPublisher {
         if self.enqueue(Queued::Flush(done)) {
             let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
         }
-    }
-}
-
-/// The current time, as an envelope carries it.
-fn now() -> Timestamp {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        seconds: now.as_secs() as i64,
-        nanos: now.subsec_nanos() as i32,
-        ..Default::default()
     }
 }
 
