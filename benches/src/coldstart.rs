@@ -103,7 +103,8 @@ fn main() -> Result<()> {
     let mut lookups = Vec::new();
     for _ in 0..rounds.max(50) {
         let t = Instant::now();
-        let layer = kwasi_core::image::layers::image_content(&address, NAMESPACE, lookup_id)?;
+        let layer = kwasi_core::image::layers::ImageReader::connect(&address, NAMESPACE)?
+            .content(lookup_id, true)?;
         lookups.push(t.elapsed());
         if layer.is_some() {
             bail!("the hello image has no wasm layer");

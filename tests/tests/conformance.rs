@@ -83,6 +83,8 @@ conformance!(
         an_artifact_layer_that_is_not_wasm_fails_create_with_a_reason,
         an_image_naming_a_missing_blob_fails_create_with_a_reason,
         a_wasm_layer_is_cached_under_its_digest,
+        a_cached_wasm_layer_is_not_read_from_containerd_again,
+        a_damaged_entry_of_a_wasm_layer_is_rebuilt_from_the_layer,
         an_unusable_cache_directory_is_logged_and_modules_still_run,
         a_trapping_module_exits_non_zero_with_the_trap_on_stderr,
         the_first_start_stores_the_compiled_module_and_later_starts_reuse_it,
@@ -704,12 +706,7 @@ fn a_corrupted_cache_entry_is_replaced_and_never_loaded(shim: &Shim) {
         assert_clean(&c, &first);
         return;
     }
-    let (entry, _) = c.cache_entries().pop().unwrap();
-    let mut damaged = std::fs::read(&entry).unwrap();
-    let middle = damaged.len() / 2;
-    damaged[middle] ^= 0x5a;
-    damaged.truncate(damaged.len() - 100);
-    std::fs::write(&entry, &damaged).unwrap();
+    let damaged = damage_the_cache_entry(&c, 100);
     let second = unique_id("corrupt-2");
     let out = c.run(shim.runtime, &[], &image, &second, &["/app.wasm", "hello"]);
     assert_output(&out, 0, "hello from wasm\n");
@@ -721,6 +718,18 @@ fn a_corrupted_cache_entry_is_replaced_and_never_loaded(shim: &Shim) {
     assert!(rebuilt != damaged, "the damaged entry was not rebuilt");
     assert_clean(&c, &first);
     assert_clean(&c, &second);
+}
+
+/// Flips a byte in the middle of the (only) compile cache entry and cuts `cut` bytes off its
+/// end; returns what the entry then holds.
+fn damage_the_cache_entry(c: &Containerd, cut: usize) -> Vec<u8> {
+    let (entry, _) = c.cache_entries().pop().unwrap();
+    let mut damaged = std::fs::read(&entry).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x5a;
+    damaged.truncate(damaged.len() - cut);
+    std::fs::write(&entry, &damaged).unwrap();
+    damaged
 }
 
 fn containerd_receives_create_start_exit_delete_events_in_order(shim: &Shim) {
@@ -925,6 +934,54 @@ fn a_wasm_layer_is_cached_under_its_digest(shim: &Shim) {
         assert_eq!(names, vec![digest.replace("sha256:", "")]);
     }
     assert_clean(&c, &id);
+}
+
+/// The shim log's line for a wasm layer that container `id` read whole from containerd.
+fn layer_read_by(id: &str) -> String {
+    format!(
+        "{id}: wasm layer {} not in the compile cache; read from containerd",
+        probe_part("application/wasm").digest()
+    )
+}
+
+fn a_cached_wasm_layer_is_not_read_from_containerd_again(shim: &Shim) {
+    let (c, image) = with_probe_layered(shim, &["--layer-type", "wasm"]);
+    let (first, second) = (unique_id("layer-read-1"), unique_id("layer-read-2"));
+    for id in [&first, &second] {
+        let out = c.run_layered(shim.runtime, &image, id, &["/app.wasm", "hello"]);
+        assert_output(&out, 0, "hello from wasm\n");
+    }
+    let log = c.log();
+    assert!(log.contains(&layer_read_by(&first)), "{log}");
+    if let Some(reason) = shim.difference("compile cache") {
+        eprintln!("{}: expected difference: {reason}", shim.engine);
+        assert!(log.contains(&layer_read_by(&second)), "{log}");
+    } else {
+        assert!(!log.contains(&layer_read_by(&second)), "{log}");
+    }
+    assert_clean(&c, &first);
+    assert_clean(&c, &second);
+}
+
+fn a_damaged_entry_of_a_wasm_layer_is_rebuilt_from_the_layer(shim: &Shim) {
+    let (c, image) = with_probe_layered(shim, &["--layer-type", "wasm"]);
+    let first = unique_id("layer-damaged-1");
+    let out = c.run_layered(shim.runtime, &image, &first, &["/app.wasm", "hello"]);
+    assert_output(&out, 0, "hello from wasm\n");
+    if let Some(reason) = shim.difference("compile cache") {
+        eprintln!("{}: expected difference: {reason}", shim.engine);
+        assert_clean(&c, &first);
+        return;
+    }
+    let damaged = damage_the_cache_entry(&c, 0);
+    let second = unique_id("layer-damaged-2");
+    let out = c.run_layered(shim.runtime, &image, &second, &["/app.wasm", "hello"]);
+    assert_output(&out, 0, "hello from wasm\n");
+    assert!(c.log().contains(&layer_read_by(&second)), "{}", c.log());
+    let rebuilt = std::fs::read(&c.cache_entries()[0].0).unwrap();
+    assert!(rebuilt != damaged, "the damaged entry was not rebuilt");
+    assert_clean(&c, &first);
+    assert_clean(&c, &second);
 }
 
 fn an_unusable_cache_directory_is_logged_and_modules_still_run(shim: &Shim) {

@@ -20,7 +20,10 @@
 //!   cache, without copying it, and the containers of one module share its pages.
 //!
 //! The shim opens the cache directory; the container process, which compiles, reaches it
-//! through that descriptor after `pivot_root`.
+//! through that descriptor after `pivot_root`. For a module shipped in an image layer, the
+//! zygote's worker looks the entry up first ([`CompileCache::lookup`]), before the layer is
+//! read from containerd: on a hit the layer is never read, and the container process loads
+//! the entry the worker found ([`CompileCache::load`]).
 
 use std::fs::File;
 use std::io::Write;
@@ -76,41 +79,69 @@ impl CompileCache {
         })
     }
 
+    /// The stored entry for the module whose SHA-256 is `key` (hex), if `engine` has one and
+    /// it is intact: what a shim checks before it reads the module at all (a module shipped in
+    /// an image layer is not read from containerd when its compiled form is here). A damaged
+    /// entry is removed.
+    pub fn lookup<E: Engine>(&self, engine: &E, key: &str) -> Option<Stored> {
+        let subdir = self.engine_dir(engine)?;
+        let entry = read_entry(&subdir, key)?;
+        Some(Stored {
+            subdir,
+            key: key.to_string(),
+            entry,
+        })
+    }
+
+    /// Loads `stored` with `engine` (which found it through [`CompileCache::lookup`]). An
+    /// entry the engine refuses is removed: the next start compiles the module again.
+    pub fn load<E: Engine>(&self, engine: &E, stored: &Stored) -> Result<E::Module, EngineError> {
+        let key = &stored.key;
+        // `/proc/self/fd/N` reaches the cache directory inside the sandbox too.
+        let path = PathBuf::from(format!("/proc/self/fd/{}/{key}", stored.subdir.as_raw_fd()));
+        // Mapping code from the file can fail where loading it from memory works (a cache on
+        // a `noexec` mount): then the entry is still good.
+        let payload = stored.entry.payload();
+        engine
+            .load_precompiled_file(&path, payload)
+            .or_else(|err| {
+                log::debug!("compile cache: entry {key} not mapped ({err}); loading a copy");
+                engine.load_precompiled(payload)
+            })
+            .map_err(|err| {
+                log::warn!("compile cache: dropping entry {key}: {err}");
+                remove_at(&stored.subdir, key);
+                EngineError::Other(format!(
+                    "the compile cache's entry {key} could not be loaded and was removed (the \
+                     next start compiles the module again): {err}"
+                ))
+            })
+    }
+
     /// The compiled form of `wasm` for `engine`, from the cache or compiled now (and stored).
     pub fn load_or_compile<E: Engine>(
         &self,
         engine: &E,
         wasm: &WasmBytes,
     ) -> Result<(E::Module, Outcome), EngineError> {
-        let Some(fingerprint) = engine.fingerprint() else {
+        let Some(subdir) = self.engine_dir(engine) else {
             return Ok((engine.compile(wasm)?, Outcome::NotStored));
         };
-        let subdir = match self.subdir(&fingerprint) {
-            Ok(fd) => fd,
-            Err(err) => {
-                log::warn!("compile cache {}: {err}", self.path.display());
-                return Ok((engine.compile(wasm)?, Outcome::NotStored));
-            }
-        };
         let key = wasm.sha256_hex();
-        if let Some(entry) = read_entry(&subdir, &key) {
-            let path = PathBuf::from(format!("/proc/self/fd/{}/{key}", subdir.as_raw_fd()));
-            // Mapping code from the file can fail where loading it from memory works (a cache
-            // on a `noexec` mount): then the entry is still good.
-            let loaded = engine
-                .load_precompiled_file(&path, entry.payload())
-                .or_else(|err| {
-                    log::debug!("compile cache: entry {key} not mapped ({err}); loading a copy");
-                    engine.load_precompiled(entry.payload())
-                });
-            match loaded {
-                Ok(module) => return Ok((module, Outcome::Hit)),
-                Err(err) => {
-                    log::warn!("compile cache: dropping entry {key}: {err}");
-                    remove_at(&subdir, &key);
+        let subdir = match read_entry(&subdir, &key) {
+            Some(entry) => {
+                let stored = Stored {
+                    subdir,
+                    key: key.clone(),
+                    entry,
+                };
+                if let Ok(module) = self.load(engine, &stored) {
+                    return Ok((module, Outcome::Hit));
                 }
+                stored.subdir
             }
-        }
+            None => subdir,
+        };
         // `/proc/self/fd/N` reaches the cache directory inside the sandbox too.
         let scratch = Scratch::under(format!("/proc/self/fd/{}", subdir.as_raw_fd()));
         let compiled = match engine.precompile(wasm, &scratch) {
@@ -133,6 +164,15 @@ impl CompileCache {
             }
         };
         Ok((engine.load_precompiled(&compiled)?, outcome))
+    }
+
+    /// The directory of `engine`'s fingerprint; `None` when the engine has none (it does not
+    /// precompile) or the directory cannot be made (logged).
+    fn engine_dir<E: Engine>(&self, engine: &E) -> Option<OwnedFd> {
+        let fingerprint = engine.fingerprint()?;
+        self.subdir(&fingerprint)
+            .inspect_err(|err| log::warn!("compile cache {}: {err}", self.path.display()))
+            .ok()
     }
 
     fn subdir(&self, fingerprint: &str) -> std::io::Result<OwnedFd> {
@@ -171,7 +211,18 @@ fn remove_at(dir: &OwnedFd, name: &str) {
     );
 }
 
+/// An intact entry of the cache, mapped, found by [`CompileCache::lookup`] and loaded by
+/// [`CompileCache::load`] (in another process, possibly: a fork keeps the mapping and the
+/// directory's descriptor).
+#[derive(Debug)]
+pub struct Stored {
+    subdir: OwnedFd,
+    key: String,
+    entry: Entry,
+}
+
 /// A stored entry, mapped: its payload, then its trailer.
+#[derive(Debug)]
 struct Entry {
     map: memmap2::Mmap,
 }
@@ -273,6 +324,8 @@ mod tests {
         version: &'static str,
         /// Compiles through a file in its scratch space, as WasmEdge's AOT compiler does.
         uses_files: bool,
+        /// Refuses every compiled form it is handed.
+        refuses_loads: bool,
     }
 
     impl Engine for Fake {
@@ -301,6 +354,9 @@ mod tests {
             Ok(wasm.bytes.iter().rev().copied().collect())
         }
         fn load_precompiled(&self, compiled: &[u8]) -> Result<Vec<u8>, EngineError> {
+            if self.refuses_loads {
+                return Err(EngineError::Other("not a compiled module of mine".into()));
+            }
             Ok(compiled.iter().rev().copied().collect())
         }
         /// Reads the compiled form from the file, as an engine that maps it does.
@@ -417,6 +473,53 @@ mod tests {
         cache.load_or_compile(&engine, &wasm(b"abcdef")).unwrap();
         let entry = entries(root.path()).pop().unwrap();
         (root, cache, engine, entry)
+    }
+
+    #[test]
+    fn lookup_finds_an_entry_by_the_modules_sha256_and_load_loads_it() {
+        let (_root, cache, engine, _entry) = one_entry();
+        let stored = cache
+            .lookup(&engine, &crate::sha256_hex(b"abcdef"))
+            .expect("the entry");
+        assert_eq!(cache.load(&engine, &stored).unwrap(), b"abcdef");
+        assert_eq!(engine.compiles.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn lookup_of_a_module_never_compiled_finds_nothing() {
+        let (_root, cache, engine, _entry) = one_entry();
+        assert!(cache
+            .lookup(&engine, &crate::sha256_hex(b"other"))
+            .is_none());
+    }
+
+    #[test]
+    fn lookup_of_a_damaged_entry_finds_nothing_and_removes_it() {
+        let (root, cache, engine, entry) = one_entry();
+        let bytes = std::fs::read(&entry).unwrap();
+        std::fs::write(&entry, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(cache
+            .lookup(&engine, &crate::sha256_hex(b"abcdef"))
+            .is_none());
+        assert_eq!(entries(root.path()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn an_intact_entry_the_engine_refuses_is_removed_and_the_error_says_so() {
+        let (root, cache, engine, _entry) = one_entry();
+        let refusing = Fake {
+            refuses_loads: true,
+            ..engine
+        };
+        let stored = cache
+            .lookup(&refusing, &crate::sha256_hex(b"abcdef"))
+            .expect("the entry");
+        let err = cache.load(&refusing, &stored).unwrap_err().to_string();
+        assert!(
+            err.contains("could not be loaded and was removed (the next start compiles"),
+            "{err}"
+        );
+        assert_eq!(entries(root.path()), Vec::<PathBuf>::new());
     }
 
     #[test]

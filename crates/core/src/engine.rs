@@ -203,10 +203,9 @@ pub struct WasmBytes {
 }
 
 impl WasmBytes {
-    /// Whether the bytes are a component rather than a core module: the binary format's
-    /// layer field (bytes 6 and 7) is 1 for components, 0 for modules.
+    /// Whether the bytes are a component rather than a core module ([`is_component`]).
     pub fn is_component(&self) -> bool {
-        self.bytes.len() >= 8 && self.bytes[6..8] == [1, 0]
+        is_component(&self.bytes)
     }
 
     /// The SHA-256 of the bytes, in lowercase hex.
@@ -216,6 +215,12 @@ impl WasmBytes {
             None => crate::sha256_hex(&self.bytes),
         }
     }
+}
+
+/// Whether a wasm binary that starts with `header` is a component rather than a core module:
+/// the binary format's layer field (bytes 6 and 7) is 1 for components, 0 for modules.
+pub fn is_component(header: &[u8]) -> bool {
+    header.len() >= 8 && header[6..8] == [1, 0]
 }
 
 /// What to run and with what: derived by the core from the OCI spec.

@@ -150,16 +150,22 @@ impl Workload {
     /// gave none, becomes the layer's title (or `app.wasm`), and the returned bytes are the
     /// layer's.
     pub fn use_layer(&mut self, layer: &WasmLayer) -> WasmBytes {
+        self.name_after(layer);
+        WasmBytes {
+            origin: layer.origin(),
+            bytes: layer.bytes.clone(),
+            sha256: layer.sha256().map(str::to_string),
+        }
+    }
+
+    /// `args[0]`, when the spec gave none, becomes the title of the layer the module comes
+    /// from (or `app.wasm`).
+    pub fn name_after(&mut self, layer: &WasmLayer) {
         if self.args[0].is_empty() {
             self.args[0] = layer
                 .title
                 .clone()
                 .unwrap_or_else(|| "app.wasm".to_string());
-        }
-        WasmBytes {
-            origin: format!("wasm layer {}", layer.digest),
-            bytes: layer.bytes.clone(),
-            sha256: layer.digest.strip_prefix("sha256:").map(str::to_string),
         }
     }
 

@@ -3,8 +3,9 @@
 //! The [`Engine`] of kwasi backed by [wasmer](https://wasmer.io) (Cranelift) and
 //! `wasmer-wasix`: WASI preview 1 core modules.
 //!
-//! The `wasmer::Engine` is created lazily, in the container process, on the first
-//! [`Engine::compile`]: the shim process never holds a compiler. WASIX needs a tokio runtime
+//! The `wasmer::Engine` is created lazily, on first use, in the zygote's short-lived worker
+//! (which looks a module up in the compile cache) or in the container process: the shim
+//! process never holds a compiler. WASIX needs a tokio runtime
 //! for its blocking calls (sleep, poll, stdin); [`Engine::run`] makes a one-worker runtime.
 //!
 //! Where wasmer-wasix differs from WASI preview 1 and an embedder can reach it, the crate

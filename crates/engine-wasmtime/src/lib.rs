@@ -6,8 +6,9 @@
 //! `wasi:http/handler@0.3`) are served over HTTP by [`kwasi_core::http`] with a fresh instance
 //! per request.
 //!
-//! Each `wasmtime::Engine` is created lazily, in the container process, on the first
-//! [`Engine::compile`]: the shim process never holds a compiler. Components get an engine of
+//! Each `wasmtime::Engine` is created lazily, on first use, in the zygote's short-lived worker
+//! (which looks a module up in the compile cache) or in the container process: the shim
+//! process never holds a compiler. Components get an engine of
 //! their own with wasmtime's pooling allocator, which makes a per-request instance cheap;
 //! modules, which are instantiated once, use the default on-demand allocator. WASI 0.3
 //! components get a third engine, the only one with wasmtime's component-model concurrency:

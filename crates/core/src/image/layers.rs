@@ -4,6 +4,8 @@
 //!
 //! The shim does this at `create`, before it builds the sandbox, and hands the bytes to the
 //! container process: a wasm layer is not unpacked into the rootfs, which may then be empty.
+//! A module's layer is read in two steps: first its descriptor and wasm header, then, only if
+//! the compile cache has no compiled form of it, the whole of it.
 
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::content_client::ContentClient;
@@ -34,11 +36,27 @@ pub struct WasmLayer {
     pub bytes: Vec<u8>,
 }
 
+impl WasmLayer {
+    /// The SHA-256 of the layer's bytes in hex: its digest without the `sha256:` prefix.
+    pub fn sha256(&self) -> Option<&str> {
+        self.digest.strip_prefix("sha256:")
+    }
+
+    /// The layer, as error messages name where a module came from.
+    pub fn origin(&self) -> String {
+        format!("wasm layer {}", self.digest)
+    }
+}
+
 /// What a container's image holds besides its rootfs.
 #[derive(Debug, Clone)]
 pub enum ImageContent {
     /// One module or component, in a wasm layer.
     Module(WasmLayer),
+    /// One module whose layer was not read but for its wasm header: `bytes` holds only the
+    /// first 8 bytes (enough to tell a core module from a component). A shim reads the rest
+    /// ([`ImageReader::read_module`]) only when the compile cache has no compiled form of it.
+    UnreadModule(WasmLayer),
     /// An application of several components (Spin's layout, with a
     /// [`SPIN_APPLICATION`] layer): every layer that is not a rootfs tar, in manifest order.
     Application(Vec<WasmLayer>),
@@ -107,49 +125,97 @@ pub enum ImageProblem {
     TooDeep,
 }
 
-/// The module in the wasm layer of container `container_id`'s image, or the layers of the
-/// application it is, if its image has either.
-///
-/// `None` when the container has no image, the image is gone, or it has no wasm layer (an
-/// ordinary image, whose module is a file in the rootfs).
-pub fn image_content(
-    address: &str,
-    namespace: &str,
-    container_id: &str,
-) -> Result<Option<ImageContent>, LayerError> {
-    let containerd_error = |reason: String| LayerError::Containerd {
-        address: address.to_string(),
-        reason,
-    };
-    // A runtime on this thread only, gone when this returns: the shim forks the container
-    // process afterwards and must not hold other threads then.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| containerd_error(format!("starting an I/O runtime: {e}")))?;
-    runtime.block_on(async {
-        let channel = containerd_client::connect(address)
-            .await
+/// How many bytes of a module's layer say what it is: the magic and the version/layer field.
+const WASM_HEADER: usize = 8;
+
+/// A connection to containerd's API, to read one container's image: its wasm layer or the
+/// layers of its application ([`ImageReader::content`]), then, if needed, the whole of a module
+/// it left unread ([`ImageReader::read_module`]).
+pub struct ImageReader {
+    /// A runtime on this thread only, gone with the reader: the shim's threads are few and
+    /// its zygote is forked before any starts.
+    runtime: tokio::runtime::Runtime,
+    store: Store,
+    address: String,
+    /// The image's name, once [`ImageReader::content`] found it.
+    image: String,
+}
+
+impl ImageReader {
+    /// Connects to containerd at `address`, in `namespace`.
+    pub fn connect(address: &str, namespace: &str) -> Result<ImageReader, LayerError> {
+        let containerd_error = |reason: String| LayerError::Containerd {
+            address: address.to_string(),
+            reason,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| containerd_error(format!("starting an I/O runtime: {e}")))?;
+        let channel = runtime
+            .block_on(containerd_client::connect(address))
             .map_err(|e| containerd_error(format!("connecting: {e}")))?;
         let store = Store::new(channel, namespace).map_err(containerd_error)?;
-        let Some(image) = store
-            .image_of(container_id)
-            .await
-            .map_err(|s| containerd_error(s.message().to_string()))?
-        else {
+        Ok(ImageReader {
+            runtime,
+            store,
+            address: address.to_string(),
+            image: String::new(),
+        })
+    }
+
+    /// The module in the wasm layer of container `container_id`'s image, or the layers of the
+    /// application it is, if its image has either. With `defer_module`, a module's layer is
+    /// left in the content store but for its header ([`ImageContent::UnreadModule`]).
+    ///
+    /// `None` when the container has no image, the image is gone, or it has no wasm layer (an
+    /// ordinary image, whose module is a file in the rootfs).
+    pub fn content(
+        &mut self,
+        container_id: &str,
+        defer_module: bool,
+    ) -> Result<Option<ImageContent>, LayerError> {
+        let store = &self.store;
+        let image = self
+            .runtime
+            .block_on(store.image_of(container_id))
+            .map_err(|s| self.containerd_error(s))?;
+        let Some(image) = image else {
             return Ok(None);
         };
-        store
-            .content(&image)
-            .await
-            .map_err(|problem| match problem {
-                Fetch::Problem(problem) => LayerError::Image {
-                    image: image.name.clone(),
-                    problem,
-                },
-                Fetch::Status(status) => containerd_error(status.message().to_string()),
-            })
-    })
+        self.image = image.name.clone();
+        let content = self.runtime.block_on(store.content(&image, defer_module));
+        content.map_err(|fetch| self.fetch_error(fetch))
+    }
+
+    /// The whole of `layer`, a module's layer that [`ImageReader::content`] left unread.
+    pub fn read_module(&self, layer: &WasmLayer) -> Result<WasmLayer, LayerError> {
+        let bytes = self
+            .runtime
+            .block_on(self.store.read_digest(&layer.digest, 0, 0))
+            .map_err(|fetch| self.fetch_error(fetch))?;
+        Ok(WasmLayer {
+            bytes,
+            ..layer.clone()
+        })
+    }
+
+    fn containerd_error(&self, status: Status) -> LayerError {
+        LayerError::Containerd {
+            address: self.address.clone(),
+            reason: status.message().to_string(),
+        }
+    }
+
+    fn fetch_error(&self, fetch: Fetch) -> LayerError {
+        match fetch {
+            Fetch::Problem(problem) => LayerError::Image {
+                image: self.image.clone(),
+                problem,
+            },
+            Fetch::Status(status) => self.containerd_error(status),
+        }
+    }
 }
 
 /// An image's name and the descriptor it points at.
@@ -221,8 +287,12 @@ impl Store {
     }
 
     /// The wasm layer of `image`'s manifest (through its indexes), or its application's
-    /// layers, read from the content store.
-    async fn content(&self, image: &ImageRef) -> Result<Option<ImageContent>, Fetch> {
+    /// layers, read from the content store; with `defer_module`, only a module layer's header.
+    async fn content(
+        &self,
+        image: &ImageRef,
+        defer_module: bool,
+    ) -> Result<Option<ImageContent>, Fetch> {
         let mut target = image.target.clone();
         let mut depth = 0;
         while is_index(&target) {
@@ -247,21 +317,29 @@ impl Store {
         if let Some(layers) = application_layers_of(&manifest) {
             let mut read = Vec::with_capacity(layers.len());
             for layer in layers {
-                read.push(self.layer(layer).await?);
+                read.push(self.layer(layer, 0).await?);
             }
             return Ok(Some(ImageContent::Application(read)));
         }
         let Some(layer) = wasm_layer_of(&manifest)? else {
             return Ok(None);
         };
-        self.layer(layer)
-            .await
-            .map(|l| Some(ImageContent::Module(l)))
+        Ok(Some(if defer_module {
+            ImageContent::UnreadModule(self.layer(layer, WASM_HEADER).await?)
+        } else {
+            ImageContent::Module(self.layer(layer, 0).await?)
+        }))
     }
 
-    /// A layer, read whole; a wasm layer must hold a wasm binary.
-    async fn layer(&self, layer: &Descriptor) -> Result<WasmLayer, Fetch> {
-        let bytes = self.read(layer).await?;
+    /// A layer, its first `size` bytes or (0) all of it; a wasm layer must hold a wasm binary.
+    async fn layer(&self, layer: &Descriptor, size: usize) -> Result<WasmLayer, Fetch> {
+        let capacity = match size {
+            0 => usize::try_from(layer.size()).unwrap_or(0),
+            size => size,
+        };
+        let bytes = self
+            .read_digest(layer.digest().as_ref(), size, capacity)
+            .await?;
         let digest = layer.digest().to_string();
         let media_type = layer.media_type().to_string();
         if WasmLayerType::from_media_type(&media_type).is_some() && !bytes.starts_with(b"\0asm") {
@@ -281,7 +359,19 @@ impl Store {
 
     /// A whole blob from the content store.
     async fn read(&self, blob: &Descriptor) -> Result<Vec<u8>, Fetch> {
-        let digest = blob.digest().to_string();
+        let capacity = usize::try_from(blob.size()).unwrap_or(0);
+        self.read_digest(blob.digest().as_ref(), 0, capacity).await
+    }
+
+    /// The first `size` bytes (0: all) of blob `digest` from the content store, into a buffer
+    /// of `capacity`.
+    async fn read_digest(
+        &self,
+        digest: &str,
+        size: usize,
+        capacity: usize,
+    ) -> Result<Vec<u8>, Fetch> {
+        let digest = digest.to_string();
         let missing = |status: Status| {
             if status.code() == Code::NotFound {
                 Fetch::Problem(ImageProblem::MissingBlob(digest.clone()))
@@ -292,14 +382,14 @@ impl Store {
         let request = self.request(ReadContentRequest {
             digest: digest.clone(),
             offset: 0,
-            size: 0,
+            size: i64::try_from(size).unwrap_or(0),
         });
         let mut stream = ContentClient::new(self.channel.clone())
             .read(request)
             .await
             .map_err(missing)?
             .into_inner();
-        let mut bytes = Vec::with_capacity(usize::try_from(blob.size()).unwrap_or(0));
+        let mut bytes = Vec::with_capacity(capacity);
         while let Some(chunk) = stream.message().await.map_err(missing)? {
             bytes.extend_from_slice(&chunk.data);
         }

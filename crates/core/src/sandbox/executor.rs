@@ -10,10 +10,10 @@ use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-use crate::cache::CompileCache;
+use crate::cache::{CompileCache, Outcome, Stored};
 use crate::engine::{AppSource, Engine, EngineError, WasmBytes, Workload, DEFAULT_ENTRY};
 use crate::http::{HttpConfig, Resources};
-use crate::image::layers::ImageContent;
+use crate::image::layers::{ImageContent, WasmLayer};
 use crate::workload::native_program;
 
 /// Runs a task's workload in the container process: a wasm workload with engine `E`, or a
@@ -27,6 +27,8 @@ pub(crate) struct WasmExecutor<E: Engine> {
     cache: Option<Arc<CompileCache>>,
     /// What the image holds besides its rootfs: a wasm layer, or an application's layers.
     image: Option<Arc<ImageContent>>,
+    /// The compiled form of an unread module layer, found in the cache by the zygote's worker.
+    stored: Option<Arc<Stored>>,
     /// For exec processes: the container's seccomp profile, which libcontainer 0.7 leaves out
     /// of an exec process's spec. The executor installs it, last thing before the workload.
     seccomp: Option<Arc<LinuxSeccomp>>,
@@ -50,6 +52,7 @@ impl<E: Engine> Clone for WasmExecutor<E> {
             engine: self.engine.clone(),
             cache: self.cache.clone(),
             image: self.image.clone(),
+            stored: self.stored.clone(),
             seccomp: self.seccomp.clone(),
             prepared: Arc::clone(&self.prepared),
             inherited: Arc::clone(&self.inherited),
@@ -58,15 +61,20 @@ impl<E: Engine> Clone for WasmExecutor<E> {
 }
 
 impl<E: Engine> WasmExecutor<E> {
+    /// The executor of a container's init process: its module or application from `image`
+    /// (compiled through `cache`, or, for an unread module, loaded from `stored`), else from
+    /// the rootfs.
     pub(crate) fn new(
         engine: E,
         cache: Option<Arc<CompileCache>>,
         image: Option<Arc<ImageContent>>,
+        stored: Option<Stored>,
     ) -> Self {
         Self {
             engine,
             cache,
             image,
+            stored: stored.map(Arc::new),
             seccomp: None,
             prepared: Arc::new(Mutex::new(None)),
             inherited: Arc::new(Mutex::new(Vec::new())),
@@ -82,7 +90,7 @@ impl<E: Engine> WasmExecutor<E> {
     ) -> Self {
         Self {
             seccomp: seccomp.map(Arc::new),
-            ..Self::new(engine, cache, None)
+            ..Self::new(engine, cache, None, None)
         }
     }
 
@@ -98,6 +106,13 @@ impl<E: Engine> WasmExecutor<E> {
             Some(ImageContent::Application(layers)) => {
                 return self.prepare_app(AppSource::Layers(layers), workload);
             }
+            Some(ImageContent::UnreadModule(layer)) => {
+                workload.name_after(layer);
+                let component = crate::engine::is_component(&layer.bytes);
+                return self.prepare_module(workload, &layer.origin(), component, || {
+                    self.load_stored(layer)
+                });
+            }
             Some(ImageContent::Module(layer)) => workload.use_layer(layer),
             None => match self.app_manifest(&workload) {
                 Some(manifest) => {
@@ -106,16 +121,29 @@ impl<E: Engine> WasmExecutor<E> {
                 None => workload.read_module().map_err(|e| e.to_string())?,
             },
         };
-        if wasm.is_component() {
+        self.prepare_module(workload, &wasm.origin, wasm.is_component(), || {
+            self.compile(&wasm)
+        })
+    }
+
+    /// Prepares `workload` to run the module or component from `origin`, which `load`
+    /// compiles or loads, once checked.
+    fn prepare_module(
+        &self,
+        workload: Workload,
+        origin: &str,
+        component: bool,
+        load: impl FnOnce() -> Result<E::Module, EngineError>,
+    ) -> Result<Prepared<E>, String> {
+        if component {
             self.check_component(&workload)
-                .map_err(|e| format!("{}: {e}", wasm.origin))?;
+                .map_err(|e| format!("{origin}: {e}"))?;
         }
-        let module = self
-            .compile(&wasm)
+        let module = load()
             .and_then(|module| {
                 if self.engine.exports_entry(&module, &workload.entry) {
                     Ok(module)
-                } else if wasm.is_component() {
+                } else if component {
                     Err(EngineError::Other(
                         "the component exports neither wasi:cli/run nor \
                          wasi:http/incoming-handler"
@@ -127,8 +155,22 @@ impl<E: Engine> WasmExecutor<E> {
                     })
                 }
             })
-            .map_err(|e| format!("{}: {e}", wasm.origin))?;
+            .map_err(|e| format!("{origin}: {e}"))?;
         Ok(Prepared::Wasm(workload, module))
+    }
+
+    /// Loads the compiled form of the unread module `layer` that the zygote's worker found in
+    /// the cache.
+    fn load_stored(&self, layer: &WasmLayer) -> Result<E::Module, EngineError> {
+        let (Some(cache), Some(stored)) = (&self.cache, &self.stored) else {
+            return Err(EngineError::Other(format!(
+                "{} was read neither from containerd nor from the compile cache",
+                layer.digest
+            )));
+        };
+        let module = cache.load(&self.engine, stored)?;
+        log::debug!("{}: compile cache {:?}", layer.origin(), Outcome::Hit);
+        Ok(module)
     }
 
     /// Compiles `wasm`, through the compile cache when there is one.

@@ -37,7 +37,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 
 use crate::engine::Engine;
-use crate::image::layers::{image_content, ImageContent};
+use crate::image::layers::{ImageContent, ImageReader};
 use crate::task::container::{Container, ExecConfig, ProcessRef, Runtime, TaskConfig};
 use console::{Console, ConsoleSocket};
 use executor::WasmExecutor;
@@ -45,6 +45,7 @@ use oom::MemoryCgroup;
 use options::RuntimeOptions;
 pub use rootfs::{unmount_rootfs, RootfsMount};
 pub use stdio::StdioPaths;
+use zygote::Image;
 pub use zygote::Zygote;
 
 /// Creates the sandboxes of a shim's tasks. Their processes are cloned from the shim's
@@ -84,10 +85,12 @@ impl Runtime for SandboxRuntime {
     /// state directory or mount.
     fn create(&self, task: &TaskConfig) -> Result<Sandbox> {
         let options = RuntimeOptions::from_any(task.options.as_ref())?;
-        // A module shipped as a wasm layer is read from the image here, in the shim; one
-        // shipped as a file is read in the container.
+        // A module shipped as a wasm layer is read from the image here, in the shim (only its
+        // header when the zygote may find its compiled form in the cache); one shipped as a
+        // file is read in the container.
         let looked_up = std::time::Instant::now();
-        let content = image_content(&self.containerd_address, &self.namespace, &task.id)?;
+        let mut reader = ImageReader::connect(&self.containerd_address, &self.namespace)?;
+        let content = reader.content(&task.id, self.zygote.caches())?;
         let elapsed = looked_up.elapsed().as_secs_f64() * 1000.0;
         match &content {
             Some(ImageContent::Module(layer)) => log::info!(
@@ -95,6 +98,11 @@ impl Runtime for SandboxRuntime {
                 task.id,
                 layer.digest,
                 layer.bytes.len(),
+            ),
+            Some(ImageContent::UnreadModule(layer)) => log::info!(
+                "create {}: wasm layer {} looked up in containerd in {elapsed:.1} ms",
+                task.id,
+                layer.digest,
             ),
             Some(ImageContent::Application(layers)) => log::info!(
                 "create {}: {} layers of an application ({} bytes) read from containerd in \
@@ -105,6 +113,10 @@ impl Runtime for SandboxRuntime {
             ),
             None => {}
         }
+        let image = content.map(|content| Image {
+            content,
+            reader: &reader,
+        });
         let bundle = PathBuf::from(&task.bundle);
         bundle::adapt_for_libcontainer(&bundle)?;
         let spec = Spec::load(bundle.join("config.json"))
@@ -113,7 +125,7 @@ impl Runtime for SandboxRuntime {
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         options::check_cgroups_path(cgroups_path.as_deref().and_then(Path::to_str), options)?;
         let rootfs = rootfs::MountedRootfs::mount(&bundle, &task.rootfs)?;
-        let built = self.build(task, &bundle, options, content.as_ref());
+        let built = self.build(task, &bundle, options, image);
         let (container, io) = match built {
             Ok(built) => built,
             Err(err) => {
@@ -151,7 +163,7 @@ impl SandboxRuntime {
         task: &TaskConfig,
         bundle: &Path,
         options: RuntimeOptions,
-        content: Option<&ImageContent>,
+        image: Option<Image<'_>>,
     ) -> Result<(Libcontainer, ProcessIo)> {
         std::fs::create_dir_all(&self.state_root)
             .with_context(|| format!("creating {}", self.state_root.display()))?;
@@ -166,7 +178,7 @@ impl SandboxRuntime {
             init,
             &task.stdio,
             task.terminal,
-            content,
+            image,
         )?;
         let container = Libcontainer::load(self.state_root.join(&task.id))
             .map_err(|e| anyhow!("reading the state of container {}: {e}", task.id))?;
@@ -184,7 +196,7 @@ fn launch(
     process: zygote::Process,
     stdio: &StdioPaths,
     terminal: bool,
-    image: Option<&ImageContent>,
+    image: Option<Image<'_>>,
 ) -> Result<(i32, ProcessIo)> {
     let (process_stdio, io, console) = ProcessIo::open(state_root, stdio, terminal)?;
     let request = zygote::Request {

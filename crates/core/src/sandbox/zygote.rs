@@ -16,7 +16,10 @@
 //!
 //! The shim and the zygote talk over a seqpacket socket: one message per request, JSON and
 //! descriptors (a socket for the answer, the process's stdio, and the image's layers in a
-//! memfd).
+//! memfd). A module's layer comes unread at first (its header only): the worker looks its
+//! compiled form up in the compile cache, and only when it is not there asks the shim, over
+//! the answer's socket, for the whole layer. A warm start of a large module then costs what a
+//! small one does: its bytes are neither read from containerd nor copied.
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Seek, Write};
@@ -36,9 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use super::executor::WasmExecutor;
 use super::{exec, ProcessStdio};
-use crate::cache::CompileCache;
+use crate::cache::{CompileCache, Stored};
 use crate::engine::Engine;
-use crate::image::layers::{ImageContent, WasmLayer};
+use crate::image::layers::{ImageContent, ImageReader, WasmLayer};
 
 /// The largest request: a process spec's seccomp profile is the bulk of it.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -46,6 +49,28 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// The shim's handle on its zygote. Requests may come from any thread, several at a time.
 pub struct Zygote {
     socket: OwnedFd,
+    /// Whether the zygote opened the compile cache.
+    caches: bool,
+}
+
+/// An image's content on its way to a container process, and where to read what it left
+/// unread.
+pub(crate) struct Image<'a> {
+    /// The layers read so far.
+    pub(crate) content: ImageContent,
+    /// containerd, for the rest.
+    pub(crate) reader: &'a ImageReader,
+}
+
+/// The zygote's answers, on a request's own socket.
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer {
+    /// The process is built: its pid.
+    Built(i32),
+    /// It could not be: why.
+    Failed(String),
+    /// The module is not in the compile cache: send the whole image (its memfd).
+    ReadModule,
 }
 
 /// What the shim asks the zygote to build.
@@ -114,7 +139,10 @@ impl Zygote {
         // SAFETY: the process has one thread (checked above); the child runs the zygote's
         // loop and ends with `_exit`, never returning into the caller.
         match unsafe { fork() }.context("forking the zygote")? {
-            ForkResult::Parent { .. } => Ok(Zygote { socket: ours }),
+            ForkResult::Parent { .. } => Ok(Zygote {
+                socket: ours,
+                caches: cache.is_some(),
+            }),
             ForkResult::Child => {
                 drop(ours);
                 let code = serve(theirs, shim, engine, cache);
@@ -124,17 +152,26 @@ impl Zygote {
         }
     }
 
+    /// Whether a module may be found compiled in the cache: then its layer need not be read
+    /// before the zygote asks for it ([`ImageContent::UnreadModule`]).
+    pub(crate) fn caches(&self) -> bool {
+        self.caches
+    }
+
     /// Builds the process `request` asks for, with `stdio` and the image's layers, and returns
     /// its pid once libcontainer has created it.
     pub(crate) fn build(
         &self,
         request: Request,
         stdio: ProcessStdio,
-        image: Option<&ImageContent>,
+        image: Option<Image<'_>>,
     ) -> Result<i32> {
         let (answer, answer_theirs) =
             seqpacket_pair().context("creating a socket for the zygote's answer")?;
-        let image = image.map(write_image).transpose()?;
+        let memfd = image
+            .as_ref()
+            .map(|image| write_image(&image.content))
+            .transpose()?;
         let mut fds = vec![answer_theirs.as_raw_fd()];
         let terminal = match &stdio {
             ProcessStdio::Terminal(socket) => Some(socket.clone()),
@@ -147,24 +184,48 @@ impl Zygote {
                 None
             }
         };
-        fds.extend(image.iter().map(AsRawFd::as_raw_fd));
+        fds.extend(memfd.iter().map(AsRawFd::as_raw_fd));
         let envelope = Envelope {
             request,
             terminal,
-            image: image.is_some(),
+            image: memfd.is_some(),
         };
         let json = serde_json::to_vec(&envelope).context("encoding the zygote's request")?;
         send(&self.socket, &json, &fds).context("asking the zygote (is it still running?)")?;
         // Only the worker holds the answer's other end now: its exit ends the wait.
         drop(answer_theirs);
         drop(stdio);
-        drop(image);
-        let (reply, _) = receive(&answer, 0)
-            .context("reading the zygote's answer")?
-            .ok_or_else(|| anyhow!("the zygote's worker exited without an answer"))?;
-        let reply: std::result::Result<i32, String> =
-            serde_json::from_slice(&reply).context("decoding the zygote's answer")?;
-        reply.map_err(|message| anyhow!(message))
+        drop(memfd);
+        loop {
+            let (reply, _) = receive(&answer, 0)
+                .context("reading the zygote's answer")?
+                .ok_or_else(|| anyhow!("the zygote's worker exited without an answer"))?;
+            match serde_json::from_slice(&reply).context("decoding the zygote's answer")? {
+                Answer::Built(pid) => return Ok(pid),
+                Answer::Failed(message) => bail!(message),
+                Answer::ReadModule => {
+                    let Some(Image {
+                        content: ImageContent::UnreadModule(layer),
+                        reader,
+                    }) = &image
+                    else {
+                        bail!("the zygote's worker asked for a module the request did not name");
+                    };
+                    let started = std::time::Instant::now();
+                    let whole = ImageContent::Module(reader.read_module(layer)?);
+                    log::info!(
+                        "{}: wasm layer {} not in the compile cache; read from containerd in \
+                         {:.1} ms",
+                        envelope.request.id,
+                        layer.digest,
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
+                    let memfd = write_image(&whole)?;
+                    send(&answer, b"", &[memfd.as_raw_fd()])
+                        .context("sending the module to the zygote's worker")?;
+                }
+            }
+        }
     }
 }
 
@@ -209,7 +270,10 @@ fn serve<E: Engine>(
                 drop(socket);
                 // SAFETY: signal takes no pointer; libcontainer waits for its children.
                 unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-                let built = work(&engine, &cache, &message, fds).map_err(|e| format!("{e:#}"));
+                let built = match work(&engine, &cache, &message, &answer, fds) {
+                    Ok(pid) => Answer::Built(pid),
+                    Err(err) => Answer::Failed(format!("{err:#}")),
+                };
                 let reply = serde_json::to_vec(&built).unwrap_or_default();
                 if let Err(err) = send(&answer, &reply, &[]) {
                     log::error!("zygote: answering the shim: {err}");
@@ -219,8 +283,7 @@ fn serve<E: Engine>(
             }
             Ok(ForkResult::Parent { .. }) => {}
             Err(err) => {
-                let refused: std::result::Result<i32, String> =
-                    Err(format!("forking the zygote's worker: {err}"));
+                let refused = Answer::Failed(format!("forking the zygote's worker: {err}"));
                 let reply = serde_json::to_vec(&refused).unwrap_or_default();
                 let _ = send(&answer, &reply, &[]);
             }
@@ -229,11 +292,13 @@ fn serve<E: Engine>(
 }
 
 /// What a worker does: builds the process of the request in `message` with the descriptors
-/// that came with it, and returns its pid.
+/// that came with it (asking the shim on `answer` for a module it needs whole), and returns
+/// its pid.
 fn work<E: Engine>(
     engine: &E,
     cache: &Option<Arc<CompileCache>>,
     message: &[u8],
+    answer: &OwnedFd,
     mut fds: impl Iterator<Item = OwnedFd>,
 ) -> Result<i32> {
     let envelope: Envelope =
@@ -251,13 +316,20 @@ fn work<E: Engine>(
         },
     };
     let image = match envelope.image {
-        true => Some(Arc::new(read_image(next("the image")?)?)),
+        true => Some(read_image(next("the image")?)?),
         false => None,
     };
     let request = envelope.request;
     match request.process {
         Process::Init { bundle, systemd } => {
-            let executor = WasmExecutor::new(engine.clone(), cache.clone(), image);
+            let (image, stored) = match image {
+                Some(ImageContent::UnreadModule(layer)) => {
+                    cached_or_whole(engine, cache.as_deref(), layer, answer)?
+                }
+                image => (image, None),
+            };
+            let executor =
+                WasmExecutor::new(engine.clone(), cache.clone(), image.map(Arc::new), stored);
             super::build_init(
                 &request.id,
                 &request.state_root,
@@ -280,6 +352,35 @@ fn work<E: Engine>(
                 &process_file,
             )
         }
+    }
+}
+
+/// An unread module's compiled form from the cache, or, when the cache has none, the whole
+/// module, which the worker asks the shim for on `answer`.
+fn cached_or_whole<E: Engine>(
+    engine: &E,
+    cache: Option<&CompileCache>,
+    layer: WasmLayer,
+    answer: &OwnedFd,
+) -> Result<(Option<ImageContent>, Option<Stored>)> {
+    let key = layer
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&layer.digest);
+    if let Some(stored) = cache.and_then(|cache| cache.lookup(engine, key)) {
+        return Ok((Some(ImageContent::UnreadModule(layer)), Some(stored)));
+    }
+    let reply = serde_json::to_vec(&Answer::ReadModule).context("encoding a request")?;
+    send(answer, &reply, &[]).context("asking the shim for the module")?;
+    let (_, fds) = receive(answer, 1)?
+        .ok_or_else(|| anyhow!("the shim closed the request before sending the module"))?;
+    let memfd = fds
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the shim sent no module"))?;
+    match read_image(memfd)? {
+        whole @ ImageContent::Module(_) => Ok((Some(whole), None)),
+        _ => bail!("the shim sent something other than the module"),
     }
 }
 
@@ -359,22 +460,31 @@ struct LayerHeader {
     length: usize,
 }
 
+/// Which [`ImageContent`] an image in a memfd is.
+#[derive(Serialize, Deserialize)]
+enum Kind {
+    Module,
+    UnreadModule,
+    Application,
+}
+
 /// The header of an image in a memfd.
 #[derive(Serialize, Deserialize)]
 struct ImageHeader {
-    application: bool,
+    kind: Kind,
     layers: Vec<LayerHeader>,
 }
 
 /// The image's layers in a memfd: the header's length (8 bytes, little-endian), the header
 /// (JSON), then each layer's bytes.
 fn write_image(image: &ImageContent) -> Result<OwnedFd> {
-    let (application, layers) = match image {
-        ImageContent::Module(layer) => (false, std::slice::from_ref(layer)),
-        ImageContent::Application(layers) => (true, layers.as_slice()),
+    let (kind, layers) = match image {
+        ImageContent::Module(layer) => (Kind::Module, std::slice::from_ref(layer)),
+        ImageContent::UnreadModule(layer) => (Kind::UnreadModule, std::slice::from_ref(layer)),
+        ImageContent::Application(layers) => (Kind::Application, layers.as_slice()),
     };
     let header = ImageHeader {
-        application,
+        kind,
         layers: layers
             .iter()
             .map(|layer| LayerHeader {
@@ -421,10 +531,11 @@ fn read_image(fd: OwnedFd) -> Result<ImageContent> {
             bytes,
         });
     }
-    match (header.application, layers.len()) {
-        (true, _) => Ok(ImageContent::Application(layers)),
-        (false, 1) => Ok(ImageContent::Module(layers.remove(0))),
-        (false, n) => bail!("a module image with {n} layers"),
+    match (header.kind, layers.len()) {
+        (Kind::Application, _) => Ok(ImageContent::Application(layers)),
+        (Kind::Module, 1) => Ok(ImageContent::Module(layers.remove(0))),
+        (Kind::UnreadModule, 1) => Ok(ImageContent::UnreadModule(layers.remove(0))),
+        (_, n) => bail!("a module image with {n} layers"),
     }
 }
 
@@ -483,6 +594,17 @@ mod tests {
         assert_eq!(back.digest, "sha256:a");
         assert_eq!(back.title.as_deref(), Some("sha256:a.wasm"));
         assert_eq!(back.bytes, b"\0asm module");
+    }
+
+    #[test]
+    fn an_unread_module_comes_back_from_its_memfd_still_unread() {
+        let image = ImageContent::UnreadModule(layer("sha256:a", b"\0asm\x01\0\0\0"));
+        let back = read_image(write_image(&image).unwrap()).unwrap();
+        let ImageContent::UnreadModule(back) = back else {
+            panic!("not an unread module: {back:?}");
+        };
+        assert_eq!(back.digest, "sha256:a");
+        assert_eq!(back.bytes, b"\0asm\x01\0\0\0");
     }
 
     #[test]
