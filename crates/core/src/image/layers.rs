@@ -333,13 +333,13 @@ impl Store {
 
     /// A layer, its first `size` bytes or (0) all of it; a wasm layer must hold a wasm binary.
     async fn layer(&self, layer: &Descriptor, size: usize) -> Result<WasmLayer, Fetch> {
-        let capacity = match size {
-            0 => usize::try_from(layer.size()).unwrap_or(0),
-            size => size,
+        let bytes = match size {
+            0 => self.read(layer).await?,
+            size => {
+                self.read_digest(layer.digest().as_ref(), size, size)
+                    .await?
+            }
         };
-        let bytes = self
-            .read_digest(layer.digest().as_ref(), size, capacity)
-            .await?;
         let digest = layer.digest().to_string();
         let media_type = layer.media_type().to_string();
         if WasmLayerType::from_media_type(&media_type).is_some() && !bytes.starts_with(b"\0asm") {

@@ -363,11 +363,10 @@ fn cached_or_whole<E: Engine>(
     layer: WasmLayer,
     answer: &OwnedFd,
 ) -> Result<(Option<ImageContent>, Option<Stored>)> {
-    let key = layer
-        .digest
-        .strip_prefix("sha256:")
-        .unwrap_or(&layer.digest);
-    if let Some(stored) = cache.and_then(|cache| cache.lookup(engine, key)) {
+    let stored = cache
+        .zip(layer.sha256())
+        .and_then(|(cache, key)| cache.lookup(engine, key));
+    if let Some(stored) = stored {
         return Ok((Some(ImageContent::UnreadModule(layer)), Some(stored)));
     }
     let reply = serde_json::to_vec(&Answer::ReadModule).context("encoding a request")?;
