@@ -10,6 +10,7 @@
 //! [`SandboxRuntime`] and [`Sandbox`] are the task service's [`Runtime`] and [`Container`].
 
 mod bundle;
+mod cgroup_join;
 mod console;
 mod exec;
 mod executor;
@@ -67,6 +68,7 @@ impl SandboxRuntime {
         containerd_address: &str,
         state_root: PathBuf,
     ) -> Self {
+        cgroup_join::prepare();
         SandboxRuntime {
             zygote: Arc::new(zygote),
             namespace: namespace.to_string(),
@@ -84,6 +86,9 @@ impl Runtime for SandboxRuntime {
     /// (which compiles the module). On failure nothing is left behind: no process, cgroup,
     /// state directory or mount.
     fn create(&self, task: &TaskConfig) -> Result<Sandbox> {
+        // The container process's cgroup join waits for a grace period unless it was started
+        // earlier (`cgroup_join`): start it now, beside the image lookup and the mounts.
+        cgroup_join::prepare();
         let options = RuntimeOptions::from_any(task.options.as_ref())?;
         // A module shipped as a wasm layer is read from the image here, in the shim (only its
         // header when the zygote may find its compiled form in the cache); one shipped as a
@@ -373,6 +378,7 @@ impl Container for Sandbox {
     }
 
     fn exec(&self, config: &ExecConfig) -> Result<i32> {
+        cgroup_join::prepare();
         let (pid, io) = exec::exec(
             &self.zygote,
             &self.id,

@@ -22,7 +22,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 /// Where the cgroup hierarchies are mounted.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// A container's memory cgroup directory.
+/// A process's memory cgroup directory (a container's, or the shim's own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemoryCgroup {
     dir: PathBuf,
@@ -62,6 +62,11 @@ impl MemoryCgroup {
         // A `0::` line alone is cgroup v2; beside v1 hierarchies it is a hybrid host's
         // unified hierarchy, which holds no memory controller.
         unified.filter(|_| !root.join("memory").is_dir())
+    }
+
+    /// The cgroup's `cgroup.procs`, whose writer moves a process into it.
+    pub(crate) fn procs_file(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
     }
 
     /// How many processes of the cgroup the kernel's OOM killer has ended (`oom_kill` in
