@@ -14,6 +14,10 @@
 //! nothing; the memory hierarchy is the one every node mounts, v1 or v2). When the container
 //! process then writes its pid, the grace period is over or nearly so.
 //!
+//! The kernel holds its cgroup mutex during that wait, as it does during the container
+//! process's own: cgroup directories made meanwhile (the container's first one included) wait
+//! for the grace period's end. So the shim adds no wait to the node; it moves one earlier.
+//!
 //! None of this is needed for correctness: if the move fails (no cgroup filesystem, a
 //! rootless shim), the container process's join simply waits as it would have.
 
