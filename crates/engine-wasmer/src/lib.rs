@@ -16,6 +16,7 @@
 mod fixes;
 mod rootfs;
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload};
@@ -85,6 +86,17 @@ impl Engine for WasmerEngine {
         // SAFETY: the core hands back only bytes that `precompile` produced with the same
         // fingerprint, checked against their SHA-256; wasmer also checks its artifact header.
         unsafe { Module::deserialize(self.engine(), compiled) }.map_err(|e| {
+            EngineError::Other(format!("loading precompiled module: {}", first_line(&e)))
+        })
+    }
+
+    /// Has wasmer map the cache's file itself (it reads its artifact's length from the
+    /// artifact's header, so the cache's trailer after it is ignored): handed a slice, wasmer
+    /// copies the whole artifact into a buffer of its own before it copies the code out of it.
+    fn load_precompiled_file(&self, path: &Path, _: &[u8]) -> Result<Module, EngineError> {
+        // SAFETY: as for `load_precompiled`; the file is the entry whose payload the core has
+        // checked, and cache entries are replaced by renaming, never written in place.
+        unsafe { Module::deserialize_from_file_unchecked(self.engine(), path) }.map_err(|e| {
             EngineError::Other(format!("loading precompiled module: {}", first_line(&e)))
         })
     }
