@@ -21,9 +21,11 @@ export KWASI_NODE_BIN
 step "build"
 cargo build --profile quick --all-targets
 
+# The unit tests of every default member (the e2e crate's integration tests come later). The
+# same packages as the build above, so that cargo resolves the same features and reuses its
+# artifacts: naming packages (`-p`, `--exclude`) would rebuild much of the dependency tree.
 step "unit tests"
-cargo test --profile quick --workspace --exclude kwasi-e2e --exclude kwasi-engine-wasmedge
-cargo test --profile quick -p kwasi-e2e --lib
+cargo test --profile quick --lib --bins
 
 # WasmEdge links libwasmedge 0.17, which the package registries do not carry. Always
 # type-check its engine (wasmedge-sys then uses its pregenerated bindings; the library is only

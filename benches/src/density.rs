@@ -3,8 +3,12 @@
 //!
 //! 1. `ctr run --rm` of the hello image (its module compiled before) against runc's busybox
 //!    `echo`, ROUNDS alternated rounds, medians.
-//! 2. Task throughput: TASKS hello tasks (`ctr run --rm`), 8 and then 16 at a time, for runc
-//!    and each shim; tasks per second, failed tasks, and what the tasks left behind.
+//! 2. Task throughput: TASKS hello tasks for runc and each shim, through `ctr run --rm` 8 and
+//!    then 16 at a time, and through containerd's API from this one process (as kubelet's
+//!    calls come from one process) 16 at a time; tasks per second, the CPU time each task
+//!    cost (the client, containerd, and the runtime: the rest of the machine's busy time),
+//!    failed tasks, and what the tasks left behind. The summary adds the ceiling the client
+//!    and containerd put on the ratio.
 //! 3. Idle containers (`ctr run -d` of a sleeping module, or busybox `sleep` for runc), at
 //!    each of COUNTS: the processes and threads each keeps alive, their PSS (shim, zygote and
 //!    container processes, all counted) per container, containerd's own growth per
@@ -43,6 +47,9 @@ struct Runtime {
     runtime: &'static str,
     image: String,
     hello_args: Vec<&'static str>,
+    /// `process.args` of the hello task when it is made through the API, which (as CRI's
+    /// clients do) gives the whole command rather than the image's entrypoint.
+    api_args: Vec<&'static str>,
     hello_output: &'static str,
     idle_image: String,
     idle_args: Vec<&'static str>,
@@ -75,6 +82,7 @@ fn main() -> Result<()> {
         runtime: RUNC,
         image: busybox.clone(),
         hello_args: vec!["/bin/busybox", "echo", "hello"],
+        api_args: vec!["/bin/busybox", "echo", "hello"],
         hello_output: "hello",
         idle_image: busybox.clone(),
         idle_args: vec!["/bin/busybox", "sleep", "36000"],
@@ -85,6 +93,7 @@ fn main() -> Result<()> {
             runtime: shim.runtime,
             image: hello.clone(),
             hello_args: vec![],
+            api_args: vec!["/app.wasm"],
             hello_output: HELLO,
             idle_image: probe.clone(),
             idle_args: vec!["/app.wasm", "sleep"],
@@ -113,22 +122,32 @@ fn main() -> Result<()> {
     }
 
     println!("== 2. task throughput: {tasks} hello tasks through containerd");
-    let mut throughput: BTreeMap<usize, Vec<Throughput>> = BTreeMap::new();
-    for parallel in [8, 16] {
+    let mut throughput: BTreeMap<(Client, usize), Vec<Throughput>> = BTreeMap::new();
+    for (client, parallel) in [(Client::Ctr, 8), (Client::Ctr, 16), (Client::Api, 16)] {
         for (i, r) in runtimes.iter().enumerate() {
-            let t = run_tasks(&c, r, tasks, parallel, &format!("t{parallel}-{i}"))?;
+            let tag = format!("t{}{parallel}-{i}", client.tag());
+            let t = run_tasks(&c, r, client, tasks, parallel, &tag)?;
+            let key = (client, parallel);
             println!(
-                "  {parallel:>2} at a time  {:<16} {:>6.1} tasks/s  {:.2} x runc  failed {}  left behind {}",
+                "  {parallel:>2} at a time, {:<4} {:<16} {:>6.1} tasks/s  {:.2} x runc  failed {}  left behind {}",
+                client.tag(),
                 r.name,
                 t.per_second,
-                t.per_second / throughput.get(&parallel).map_or(t.per_second, |v| v[0].per_second),
+                t.per_second / throughput.get(&key).map_or(t.per_second, |v| v[0].per_second),
                 t.failed.len(),
                 t.leftovers.len()
+            );
+            println!(
+                "      CPU per task {:.1} ms: client {:.1}, containerd {:.1}, the runtime (shims, containers, kernel work) {:.1}",
+                t.cpu.total() * 1e3,
+                t.cpu.client * 1e3,
+                t.cpu.containerd * 1e3,
+                t.cpu.runtime * 1e3
             );
             for line in t.failed.iter().chain(&t.leftovers).take(3) {
                 println!("      {line}");
             }
-            throughput.entry(parallel).or_default().push(t);
+            throughput.entry(key).or_default().push(t);
         }
     }
 
@@ -200,12 +219,20 @@ fn main() -> Result<()> {
             "    ctr run --rm hello             {:.2} x runc   [<= 0.5]",
             ratio(starts[i], starts[0])
         );
-        for (parallel, rows) in &throughput {
+        for ((client, parallel), rows) in &throughput {
             println!(
-                "    tasks/s, {parallel:>2} at a time         {:.2} x runc   [>= 3]  failed {}, left behind {}",
+                "    tasks/s, {parallel:>2} at a time, {:<4}   {:.2} x runc   [>= 3]  failed {}, left behind {}",
+                client.tag(),
                 rows[i].per_second / rows[0].per_second,
                 rows[i].failed.len(),
                 rows[i].leftovers.len()
+            );
+            // When the tasks keep every core busy, tasks/s goes as 1 / CPU per task: a
+            // runtime that cost nothing would still pay the client's and containerd's share.
+            println!(
+                "      CPU per task {:.2} x runc's; ceiling at no runtime CPU, with this client: {:.2} x",
+                rows[i].cpu.total() / rows[0].cpu.total(),
+                rows[0].cpu.total() / (rows[i].cpu.client + rows[i].cpu.containerd)
             );
         }
         for (k, &count) in counts.iter().enumerate() {
@@ -278,24 +305,148 @@ fn run_hello(c: &Containerd, r: &Runtime, id: &str) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
+/// How a burst's tasks reach containerd.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Client {
+    /// One `ctr run --rm` process per task.
+    Ctr,
+    /// containerd's gRPC API, from this one process (as kubelet's calls reach containerd from
+    /// one long-lived process): unpack, container, task, start, wait, then delete them all.
+    Api,
+}
+
+impl Client {
+    fn tag(self) -> &'static str {
+        match self {
+            Client::Ctr => "ctr",
+            Client::Api => "api",
+        }
+    }
+
+    /// Runs `r`'s hello task as `id` through this client, and checks what it printed.
+    fn run_hello(self, c: &Containerd, r: &Runtime, id: &str) -> Result<()> {
+        match self {
+            Client::Ctr => run_hello(c, r, id).map(|_| ()),
+            Client::Api => {
+                let env = [kwasi_e2e::api::ApiRun::DEFAULT_ENV.to_string()];
+                let out = kwasi_e2e::api::ApiRun {
+                    socket: &c.socket(),
+                    dir: c.dir(),
+                    runtime: r.runtime,
+                    image: &r.image,
+                    id,
+                    args: &r.api_args,
+                    env: &env,
+                }
+                .run()?;
+                measure::check(&out, r.hello_output)
+            }
+        }
+    }
+}
+
 /// What a burst of tasks did.
 struct Throughput {
     per_second: f64,
+    /// The CPU time each task cost, by who spent it.
+    cpu: CpuPerTask,
     failed: Vec<String>,
     leftovers: Vec<String>,
 }
 
-/// Runs `tasks` hello tasks of `r`, `parallel` at a time, and counts the failures and what
-/// they left behind.
+/// The CPU time a task cost, in seconds: the client's (the `ctr` processes, or this process
+/// for the API), containerd's, and the rest of the machine's busy time (the runtime: its
+/// shims, container processes, and the kernel's work for them, such as network namespaces
+/// torn down in kernel threads).
+#[derive(Clone, Copy)]
+struct CpuPerTask {
+    client: f64,
+    containerd: f64,
+    runtime: f64,
+}
+
+impl CpuPerTask {
+    fn total(&self) -> f64 {
+        self.client + self.containerd + self.runtime
+    }
+}
+
+/// CPU clocks read together, in seconds: the machine's busy time, containerd's, and the
+/// bench's own and its reaped children's (the `ctr` processes).
+struct CpuClocks {
+    machine: f64,
+    containerd: f64,
+    children: f64,
+    own: f64,
+}
+
+impl CpuClocks {
+    fn read(containerd: i32) -> CpuClocks {
+        CpuClocks {
+            machine: machine_busy_ticks() as f64 / ticks_per_second(),
+            containerd: cpu_ticks(containerd) as f64 / ticks_per_second(),
+            children: rusage_seconds(libc::RUSAGE_CHILDREN),
+            own: rusage_seconds(libc::RUSAGE_SELF),
+        }
+    }
+
+    /// What `tasks` tasks cost each between `self` and `later`; the client is this process
+    /// and the children it reaped (the `ctr` processes).
+    fn per_task(&self, later: &CpuClocks, tasks: usize) -> CpuPerTask {
+        let n = tasks.max(1) as f64;
+        let client = (later.children - self.children).max(0.0) + (later.own - self.own).max(0.0);
+        let containerd = (later.containerd - self.containerd).max(0.0);
+        let runtime = (later.machine - self.machine - client - containerd).max(0.0);
+        CpuPerTask {
+            client: client / n,
+            containerd: containerd / n,
+            runtime: runtime / n,
+        }
+    }
+}
+
+/// The machine's busy CPU time so far, in clock ticks (`/proc/stat`: user, nice, system, irq
+/// and softirq, over every CPU).
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
+}
+
+/// User and system CPU time of this process (`RUSAGE_SELF`) or of its reaped children
+/// (`RUSAGE_CHILDREN`), in seconds.
+fn rusage_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the struct it is given; all-zero is a valid rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Runs `tasks` hello tasks of `r` through `client`, `parallel` at a time, and counts the
+/// failures and what they left behind.
 fn run_tasks(
     c: &Containerd,
     r: &Runtime,
+    client: Client,
     tasks: usize,
     parallel: usize,
     tag: &str,
 ) -> Result<Throughput> {
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
+    let containerd = c.pid().map_or(0, |pid| pid as i32);
+    let clocks = CpuClocks::read(containerd);
     let t = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..parallel {
@@ -304,7 +455,7 @@ fn run_tasks(
                 if n >= tasks {
                     break;
                 }
-                if let Err(err) = run_hello(c, r, &format!("{tag}-{n}")) {
+                if let Err(err) = client.run_hello(c, r, &format!("{tag}-{n}")) {
                     if let Ok(mut failed) = failed.lock() {
                         failed.push(format!("task {n}: {err:#}"));
                     }
@@ -313,11 +464,13 @@ fn run_tasks(
         }
     });
     let per_second = tasks as f64 / t.elapsed().as_secs_f64();
+    let cpu = clocks.per_task(&CpuClocks::read(containerd), tasks);
     let ids: Vec<String> = (0..tasks).map(|n| format!("{tag}-{n}")).collect();
     let leftovers = c.wait_no_leftovers_of(&ids);
     let failed = failed.into_inner().unwrap_or_default();
     Ok(Throughput {
         per_second,
+        cpu,
         failed,
         leftovers,
     })
