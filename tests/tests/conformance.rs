@@ -1594,6 +1594,15 @@ fn the_exit_of_a_task_whose_shim_was_killed_reaches_containerd(shim: &Shim) {
         })
         .map(|(pid, _)| pid)
         .expect("the shim's process");
+    // The server's socket, as `start` wrote it into the bundle.
+    let bundle = c
+        .dir()
+        .join("state/io.containerd.runtime.v2.task")
+        .join(NAMESPACE)
+        .join(&id);
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    let socket = address.trim().trim_start_matches("unix://").to_string();
+    assert!(std::path::Path::new(&socket).exists(), "{socket}");
     let events = c.events().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim_pid),
@@ -1615,6 +1624,10 @@ fn the_exit_of_a_task_whose_shim_was_killed_reaches_containerd(shim: &Shim) {
     let events = events.stop();
     assert_eq!(events.exit_status(&id), Some(137), "{}", events.text);
     assert_clean(&c, &id);
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "the dead shim's socket {socket} is left"
+    );
 }
 
 fn a_task_survives_a_containerd_restart(shim: &Shim) {

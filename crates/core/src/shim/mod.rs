@@ -120,11 +120,17 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
     }
 
     /// Cleans up after a server that died: kills what is left of the container, removes its
-    /// cgroup and state, and unmounts its rootfs. containerd runs this in the bundle directory.
+    /// cgroup and state, unmounts its rootfs, and removes the server's socket unless a server
+    /// still answers on it (another container of the pod). containerd runs this in the bundle
+    /// directory, after every server's end, and leaves a dead server's socket file behind.
     fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         remove_container_state(&state_root(&self.namespace), &self.id);
         if let Ok(bundle) = std::env::current_dir() {
             unmount_rootfs(&bundle.join("rootfs"));
+        }
+        // `start` wrote the server's address into the bundle.
+        if let Ok(address) = std::fs::read_to_string("address") {
+            serve::remove_dead_socket(address.trim());
         }
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,

@@ -158,6 +158,22 @@ fn already_served(address: &str) -> bool {
     ttrpc::Client::connect(address).is_ok()
 }
 
+/// Removes the socket file at `address` (`unix://PATH`) unless a server answers on it: a
+/// server killed before it could remove its own leaves it.
+pub(super) fn remove_dead_socket(address: &str) {
+    let Some(path) = address.strip_prefix("unix://") else {
+        return;
+    };
+    if already_served(address) {
+        return;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => log::info!("removed the socket {path} of a dead shim server"),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => log::warn!("removing the socket {path}: {err}"),
+    }
+}
+
 /// Tells the `start` process, which reads our stdout until it closes, that we are serving.
 fn close_stdout() {
     // SAFETY: dup2 on the process's own standard descriptors.
