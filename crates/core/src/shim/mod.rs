@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::{timestamp, write_address};
-use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
+use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts};
 use oci_spec::runtime::Spec;
 
 use crate::engine::Engine;
@@ -86,32 +86,35 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
     /// container otherwise, and returns its address. containerd runs this in the bundle
     /// directory.
     ///
-    /// With the reply protocol of containerd before 2.3 (a bare address on stdout), the
-    /// server is this process forked, not the binary executed again: containerd reads our
-    /// stdout until every holder closes it, and the server closes its copy once it listens.
-    /// With 2.3's bootstrap protocol, containerd-shim's spawn and reply are used.
+    /// A later container of a pod whose server answers gets that server's address: nothing
+    /// is started. Otherwise the server is this process forked, not the binary executed
+    /// again: containerd reads our stdout until every holder closes it, and the server
+    /// closes its copy once it listens. The reply is containerd 2.3's bootstrap result when
+    /// containerd sent its bootstrap parameters, a bare address for earlier versions (1.6
+    /// cannot parse the JSON reply containerd-shim would print for them).
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let grouping = Spec::load("config.json")
             .ok()
             .and_then(|spec| spec.annotations().clone())
             .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
             .unwrap_or_else(|| opts.id.clone());
-        if !opts.containerd_version.is_empty() {
-            let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
-            write_address(&address)?;
-            return Ok(address);
-        }
         let address = opts.socket_address(&grouping);
         write_address(&address)?;
-        serve::fork_server::<E>(&opts, &address).map_err(|e| {
-            containerd_shim::Error::Other(format!("starting the shim server: {e:#}"))
-        })?;
+        if !serve::already_served(&address) {
+            serve::fork_server::<E>(&opts, &address).map_err(|e| {
+                containerd_shim::Error::Other(format!("starting the shim server: {e:#}"))
+            })?;
+        }
+        if !opts.containerd_version.is_empty() {
+            // containerd-shim prints the bootstrap result.
+            return Ok(address);
+        }
         let mut stdout = std::io::stdout().lock();
         let written = stdout
             .write_all(address.as_bytes())
             .and_then(|()| stdout.flush());
         match written {
-            // containerd-shim would print its JSON reply after we return: 1.6 cannot parse it.
+            // containerd-shim would print its JSON reply after we return.
             Ok(()) => std::process::exit(0),
             Err(err) => Err(containerd_shim::Error::Other(format!(
                 "writing the shim address: {err}"

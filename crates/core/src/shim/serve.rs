@@ -1,4 +1,4 @@
-//! The long-lived shim server: the process `start` spawns, serving containerd's task API over
+//! The long-lived shim server: the process `start` forks, serving containerd's task API over
 //! ttrpc until containerd shuts it down.
 //!
 //! kwasi serves the task service under both of its names: `containerd.task.v2.Task`, which
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use containerd_shim::monitor::monitor_notify_by_pid;
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
-use containerd_shim::protos::ttrpc::{self, Server};
+use containerd_shim::protos::ttrpc::Server;
 use containerd_shim::util::write_address;
 use containerd_shim::{Flags, Shim, StartOpts};
 use nix::sys::signal::{SigSet, Signal};
@@ -20,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::ForkResult;
 use nix::unistd::Pid;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 
 use super::KwasiShim;
 use crate::engine::Engine;
@@ -90,6 +91,12 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| anyhow!("setting up the shim log: {e}"))?;
     super::libcontainer_log::forward_to_log();
+    if already_served(&flags.socket) {
+        // Another server of the same group (pod) answers: containerd will use it.
+        write_address(&flags.socket).map_err(|e| anyhow!("{e}"))?;
+        close_stdout();
+        return Ok(());
+    }
     // Container processes are cloned from the zygote, forked now, while the shim has one
     // thread (ttrpc's clients and server start theirs).
     let zygote = Zygote::start(E::default()).context("starting the zygote")?;
@@ -102,12 +109,6 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
     }
 
     let socket_path = flags.socket.trim_start_matches("unix://").to_string();
-    if already_served(&flags.socket) {
-        // Another shim of the same group (pod) serves this address: containerd will use it.
-        write_address(&flags.socket).map_err(|e| anyhow!("{e}"))?;
-        close_stdout();
-        return Ok(());
-    }
     let _ = std::fs::remove_file(&socket_path);
     if let Some(dir) = std::path::Path::new(&socket_path).parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -153,9 +154,12 @@ fn signal_set() -> SigSet {
     set
 }
 
-/// Whether a live server already answers on `address`.
-fn already_served(address: &str) -> bool {
-    ttrpc::Client::connect(address).is_ok()
+/// Whether a live server already listens on `address` (`unix://PATH`). A bare connect, with
+/// no ttrpc client (whose threads would forbid a later fork).
+pub(super) fn already_served(address: &str) -> bool {
+    address
+        .strip_prefix("unix://")
+        .is_some_and(|path| UnixStream::connect(path).is_ok())
 }
 
 /// Removes the socket file at `address` (`unix://PATH`) unless a server answers on it: a
