@@ -28,11 +28,16 @@ pub fn free_addr() -> SocketAddr {
     panic!("no free port in {FIRST}..{}", FIRST + PORTS);
 }
 
+/// Whether something accepts connections at `addr` now.
+pub fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
 /// Waits until something accepts connections at `addr`.
 pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if accepts(addr) {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -1103,8 +1103,8 @@ impl Served {
             flags.extend(["--env", var]);
         }
         let id = unique_id("http");
-        let run = c.spawn_run(shim.runtime, &flags, &image, &id, &[]).unwrap();
-        http::wait_listening(addr, Duration::from_secs(30)).unwrap();
+        let mut run = c.spawn_run(shim.runtime, &flags, &image, &id, &[]).unwrap();
+        run.wait_listening(addr, LISTEN_BOUND).unwrap();
         Some(Served {
             c,
             id,

@@ -12,7 +12,9 @@ use kwasi_e2e::spin::{
     archive_layer, data_layer, echo_wasm, files_wasm, hello_wasm, import, import_three_components,
     wasm_layer,
 };
-use kwasi_e2e::{guests_dir, http, unique_id, Containerd, CtrOutput, RunningCtr, Shim};
+use kwasi_e2e::{
+    guests_dir, http, unique_id, Containerd, CtrOutput, RunningCtr, Shim, LISTEN_BOUND,
+};
 use serde_json::json;
 
 fn containerd() -> Containerd {
@@ -43,11 +45,9 @@ impl Served {
         for var in env {
             flags.extend(["--env", var]);
         }
-        let run = c.spawn_run(shim.runtime, &flags, image, &id, args).unwrap();
-        // Compiling a 12 MB JavaScript component takes a while on a small machine.
-        if let Err(err) = http::wait_listening(addr, Duration::from_secs(180)) {
-            let out = run.wait(Duration::from_secs(5));
-            panic!("the app did not listen: {err:#}; ctr: {out:?}\n{}", c.log());
+        let mut run = c.spawn_run(shim.runtime, &flags, image, &id, args).unwrap();
+        if let Err(err) = run.wait_listening(addr, LISTEN_BOUND) {
+            panic!("the app did not listen: {err:#}\n{}", c.log());
         }
         Served {
             c,
@@ -1018,10 +1018,10 @@ fn a_runtime_config_keeps_the_default_store_on_a_volume_across_containers() {
             "--env",
             listen.as_str(),
         ];
-        let run = c
+        let mut run = c
             .spawn_run(Shim::SPIN.runtime, &flags, &image, &id, &["/app/spin.toml"])
             .unwrap();
-        http::wait_listening(addr, Duration::from_secs(180)).unwrap();
+        run.wait_listening(addr, LISTEN_BOUND).unwrap();
         Served {
             c,
             id,
