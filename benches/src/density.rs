@@ -445,7 +445,7 @@ fn run_tasks(
 ) -> Result<Throughput> {
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
-    let containerd = c.pid().map_or(0, |pid| pid as i32);
+    let containerd = c.pid().context("containerd's pid")? as i32;
     let clocks = CpuClocks::read(containerd);
     let t = Instant::now();
     std::thread::scope(|s| {

@@ -108,7 +108,7 @@ pub(super) fn serve<E: Engine + Default>(mut shim: KwasiShim<E>, flags: &Flags) 
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 
-    let socket_path = flags.socket.trim_start_matches("unix://").to_string();
+    let socket_path = socket_path(&flags.socket).to_string();
     let _ = std::fs::remove_file(&socket_path);
     if let Some(dir) = std::path::Path::new(&socket_path).parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -154,23 +154,24 @@ fn signal_set() -> SigSet {
     set
 }
 
+/// The file of the socket at `address`: `unix://PATH`, or a bare `PATH`.
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
 /// Whether a live server already listens on `address` (`unix://PATH`). A bare connect, with
 /// no ttrpc client (whose threads would forbid a later fork).
 pub(super) fn already_served(address: &str) -> bool {
-    address
-        .strip_prefix("unix://")
-        .is_some_and(|path| UnixStream::connect(path).is_ok())
+    UnixStream::connect(socket_path(address)).is_ok()
 }
 
 /// Removes the socket file at `address` (`unix://PATH`) unless a server answers on it: a
 /// server killed before it could remove its own leaves it.
 pub(super) fn remove_dead_socket(address: &str) {
-    let Some(path) = address.strip_prefix("unix://") else {
-        return;
-    };
     if already_served(address) {
         return;
     }
+    let path = socket_path(address);
     match std::fs::remove_file(path) {
         Ok(()) => log::info!("removed the socket {path} of a dead shim server"),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
