@@ -19,7 +19,7 @@ mod rootfs;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload};
+use kwasi_core::engine::{release_freed_memory, Engine, EngineError, Scratch, WasmBytes, Workload};
 use wasmer::{Module, RuntimeError, Store};
 use wasmer_types::ModuleHash;
 use wasmer_wasix::os::task::thread::WasiThreadError;
@@ -163,6 +163,8 @@ impl Engine for WasmerEngine {
         let (instance, wasi) = builder
             .instantiate_ext(module, ModuleHash::random(), &mut store)
             .map_err(|e| EngineError::Other(format!("instantiating: {e}")))?;
+        // Loading and WASIX's setup leave about 80 KiB of freed heap dirty in each container.
+        release_freed_memory();
         let outcome = call_entry(&mut store, &instance, &workload.entry);
         let code = outcome.as_ref().map_or(1, |code| *code);
         wasi.on_exit(&mut store, Some(code.into()));
