@@ -81,8 +81,8 @@ impl SandboxRuntime {
 impl Runtime for SandboxRuntime {
     type Container = Sandbox;
 
-    /// Reads the module from the image's wasm layer if it has one, mounts the rootfs,
-    /// creates the namespaces, cgroup and container process, and prepares the workload in it
+    /// Reads the module from the image's wasm layer if it has one while it mounts the rootfs,
+    /// then creates the namespaces, cgroup and container process, and prepares the workload in it
     /// (which compiles the module). On failure nothing is left behind: no process, cgroup,
     /// state directory or mount.
     fn create(&self, task: &TaskConfig) -> Result<Sandbox> {
@@ -90,46 +90,34 @@ impl Runtime for SandboxRuntime {
         // earlier (`cgroup_join`): start it now, beside the image lookup and the mounts.
         cgroup_join::prepare();
         let options = RuntimeOptions::from_any(task.options.as_ref())?;
-        // A module shipped as a wasm layer is read from the image here, in the shim (only its
-        // header when the zygote may find its compiled form in the cache); one shipped as a
-        // file is read in the container.
-        let looked_up = std::time::Instant::now();
-        let mut reader = ImageReader::connect(&self.containerd_address, &self.namespace)?;
-        let content = reader.content(&task.id, self.zygote.caches())?;
-        let elapsed = looked_up.elapsed().as_secs_f64() * 1000.0;
-        match &content {
-            Some(ImageContent::Module(layer)) => log::info!(
-                "create {}: wasm layer {} ({} bytes) read from containerd in {elapsed:.1} ms",
-                task.id,
-                layer.digest,
-                layer.bytes.len(),
-            ),
-            Some(ImageContent::UnreadModule(layer)) => log::info!(
-                "create {}: wasm layer {} looked up in containerd in {elapsed:.1} ms",
-                task.id,
-                layer.digest,
-            ),
-            Some(ImageContent::Application(layers)) => log::info!(
-                "create {}: {} layers of an application ({} bytes) read from containerd in \
-                 {elapsed:.1} ms",
-                task.id,
-                layers.len(),
-                layers.iter().map(|l| l.bytes.len()).sum::<usize>(),
-            ),
-            None => {}
-        }
+        let bundle = PathBuf::from(&task.bundle);
+        // The image lookup (a few round trips to containerd) needs neither the bundle nor the
+        // rootfs: it runs on a thread of its own while they are prepared.
+        let (looked_up, prepared) = std::thread::scope(|scope| {
+            let lookup = std::thread::Builder::new()
+                .name("image-lookup".to_string())
+                .spawn_scoped(scope, || self.look_up_image(task));
+            let prepared = prepare_bundle(&bundle, &task.rootfs, options);
+            let looked_up = match lookup {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("looking up the image: its thread panicked"))),
+                Err(_) => self.look_up_image(task),
+            };
+            (looked_up, prepared)
+        });
+        let (rootfs, seccomp) = prepared?;
+        let (reader, content) = match looked_up {
+            Ok(looked_up) => looked_up,
+            Err(err) => {
+                rootfs.unmount();
+                return Err(err);
+            }
+        };
         let image = content.map(|content| Image {
             content,
             reader: &reader,
         });
-        let bundle = PathBuf::from(&task.bundle);
-        bundle::adapt_for_libcontainer(&bundle)?;
-        let spec = Spec::load(bundle.join("config.json"))
-            .with_context(|| format!("reading {}/config.json", bundle.display()))?;
-        let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        options::check_cgroups_path(cgroups_path.as_deref().and_then(Path::to_str), options)?;
-        let rootfs = rootfs::MountedRootfs::mount(&bundle, &task.rootfs)?;
         let built = self.build(task, &bundle, options, image);
         let (container, io) = match built {
             Ok(built) => built,
@@ -162,6 +150,42 @@ impl Runtime for SandboxRuntime {
 }
 
 impl SandboxRuntime {
+    /// The module in task `task`'s image if it ships one as a wasm layer, read in the shim
+    /// (only its header when the zygote may find its compiled form in the cache), or the
+    /// layers of the Spin application it is; `None` for a module shipped as a file, which is
+    /// read in the container. With the connection to containerd, for the rest of a module.
+    fn look_up_image(&self, task: &TaskConfig) -> Result<(ImageReader, Option<ImageContent>)> {
+        let looked_up = std::time::Instant::now();
+        let mut reader = ImageReader::connect(&self.containerd_address, &self.namespace)?;
+        let content = reader.content(&task.id, self.zygote.caches())?;
+        let elapsed = looked_up.elapsed().as_secs_f64() * 1000.0;
+        match &content {
+            Some(ImageContent::Module(layer)) => log::info!(
+                "create {}: wasm layer {} ({} bytes) read from containerd in {elapsed:.1} ms",
+                task.id,
+                layer.digest,
+                layer.bytes.len(),
+            ),
+            Some(ImageContent::UnreadModule(layer)) => log::info!(
+                "create {}: wasm layer {} looked up in containerd in {elapsed:.1} ms",
+                task.id,
+                layer.digest,
+            ),
+            Some(ImageContent::Application(layers)) => log::info!(
+                "create {}: {} layers of an application ({} bytes) read from containerd in \
+                 {elapsed:.1} ms",
+                task.id,
+                layers.len(),
+                layers.iter().map(|l| l.bytes.len()).sum::<usize>(),
+            ),
+            None => log::debug!(
+                "create {}: no wasm layer in its image (looked up in {elapsed:.1} ms)",
+                task.id
+            ),
+        }
+        Ok((reader, content))
+    }
+
     /// Builds the container through the zygote; returns it and the init process's stdio.
     fn build(
         &self,
@@ -189,6 +213,22 @@ impl SandboxRuntime {
             .map_err(|e| anyhow!("reading the state of container {}: {e}", task.id))?;
         Ok((container, io))
     }
+}
+
+/// Prepares `bundle` for libcontainer, checks its spec's cgroup path against `options`, and
+/// mounts `mounts` at its rootfs; returns the rootfs and the spec's seccomp profile.
+fn prepare_bundle(
+    bundle: &Path,
+    mounts: &[RootfsMount],
+    options: RuntimeOptions,
+) -> Result<(rootfs::MountedRootfs, Option<LinuxSeccomp>)> {
+    bundle::adapt_for_libcontainer(bundle)?;
+    let spec = Spec::load(bundle.join("config.json"))
+        .with_context(|| format!("reading {}/config.json", bundle.display()))?;
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    options::check_cgroups_path(cgroups_path.as_deref().and_then(Path::to_str), options)?;
+    Ok((rootfs::MountedRootfs::mount(bundle, mounts)?, seccomp))
 }
 
 /// Starts `process` in container `id` (its state under `state_root`) through `zygote`, with
