@@ -29,10 +29,11 @@ cargo test --profile quick --lib --bins
 
 # WasmEdge links libwasmedge 0.17, which the package registries do not carry. Always
 # type-check its engine (wasmedge-sys then uses its pregenerated bindings; the library is only
-# needed to link); build its shim and run its part of the suite only where the library is
-# installed.
+# needed to link): `cargo check`, as its dependencies differ in features from the build above
+# and would otherwise be built again. Build its shim and run its part of the suite only where
+# the library is installed.
 step "wasmedge"
-DOCS_RS=1 cargo build --profile quick -p kwasi-engine-wasmedge --lib
+DOCS_RS=1 cargo check --profile quick -p kwasi-engine-wasmedge --lib
 wasmedge_lib=""
 for dir in "${WASMEDGE_LIB_DIR:-}" "${WASMEDGE_DIR:+$WASMEDGE_DIR/lib64}" \
     "${WASMEDGE_DIR:+$WASMEDGE_DIR/lib}" "$HOME/.wasmedge/lib64" "$HOME/.wasmedge/lib" \
@@ -55,19 +56,22 @@ else
         "(\$WASMEDGE_DIR, ~/.wasmedge, /usr/local); its engine was type-checked only"
 fi
 
+# The end-to-end suites, each named by its test target alone: with the default members
+# selected, as in the build above, cargo reuses that build (`-p kwasi-e2e` would resolve the
+# dependencies' features for that crate alone and build much of them again).
 step "conformance suite"
-cargo test --profile quick -p kwasi-e2e --test conformance
+cargo test --profile quick --test conformance
 step "WASI test suite"
-cargo test --profile quick -p kwasi-e2e --test wasi_testsuite -- --nocapture
+cargo test --profile quick --test wasi_testsuite -- --nocapture
 step "Spin applications"
-cargo test --profile quick -p kwasi-e2e --test spin
+cargo test --profile quick --test spin
 step "CRI suite"
-cargo test --profile quick -p kwasi-e2e --test cri
+cargo test --profile quick --test cri
 step "critest"
-cargo test --profile quick -p kwasi-e2e --test critest -- --nocapture
+cargo test --profile quick --test critest -- --nocapture
 step "Kubernetes suite"
-cargo test --profile quick -p kwasi-e2e --test kubernetes
+cargo test --profile quick --test kubernetes
 
 step "leftovers"
-cargo test --profile quick -p kwasi-e2e --test leftovers -- --ignored
+cargo test --profile quick --test leftovers -- --ignored
 step "done"

@@ -161,6 +161,12 @@ impl Shim {
         Containerd::start(self.containerd)
     }
 
+    /// A private containerd of this shim's release, like [`Shim::containerd`], whose shims
+    /// keep compiled modules in [`shared_cache_dir`] rather than a cache of its own.
+    pub fn containerd_with_shared_cache(&self) -> Result<Containerd> {
+        Containerd::start_caching_in(self.containerd, Some(shared_cache_dir()?))
+    }
+
     /// The shim's binary in [`bin_dir`].
     pub fn binary(&self) -> PathBuf {
         let version = self.runtime.rsplit('.').next().unwrap_or("v1");
@@ -243,6 +249,28 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The compile cache that a suite whose subject is not the cache shares among its
+/// containerds, as a node keeps one for all its pods: each module or component is compiled
+/// once per run of the suite rather than once per test. It lives beside the binaries
+/// (`e2e-compile-cache` in [`bin_dir`]); the first call in a test process empties it, so that
+/// every run starts cold whatever an earlier one stored.
+pub fn shared_cache_dir() -> Result<PathBuf> {
+    static EMPTIED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let dir = bin_dir().join("e2e-compile-cache");
+    let mut emptied = EMPTIED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*emptied {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("emptying {}", dir.display()))
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        *emptied = true;
+    }
+    Ok(dir)
+}
+
 /// Those of `rows` (the beginnings of table rows, `| a | b |`) that no line of the README
 /// starts with: for the tests that check that the README lists what the code lists.
 pub fn missing_readme_rows(rows: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -299,6 +327,8 @@ pub struct Containerd {
     namespace: &'static str,
     /// containerd's PATH (where it finds the shims).
     path: String,
+    /// The shims' compile cache (`KWASI_CACHE_DIR`).
+    cache: PathBuf,
 }
 
 /// The settings every private containerd of `release` has: its root, state, sockets and
@@ -355,11 +385,17 @@ impl Containerd {
     /// Starts a containerd of `release` with its root, state and sockets in a new temp dir,
     /// the CRI plugin off, and `bin_dir()` first on its PATH.
     pub fn start(release: Release) -> Result<Containerd> {
+        Self::start_caching_in(release, None)
+    }
+
+    /// [`Containerd::start`], with the shims' compile cache in `cache` (`None`: one of its
+    /// own in the temp dir).
+    fn start_caching_in(release: Release, cache: Option<PathBuf>) -> Result<Containerd> {
         let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir()?;
         let config = base_config(release, dir.path(), release.cri_plugins());
         std::fs::write(dir.path().join("config.toml"), config)?;
         let path = path_for(release, &bin_dir().canonicalize()?)?;
-        Self::launch(release, dir, NAMESPACE, &path)
+        Self::launch(release, dir, NAMESPACE, &path, cache)
     }
 
     /// Starts a containerd of `release` with its CRI plugin on, configured by `cri_config`
@@ -390,27 +426,30 @@ impl Containerd {
             bail!("kwasi install: {}", String::from_utf8_lossy(&out.stderr));
         }
         let path = path_for(release, &dir.path().join("path"))?;
-        Self::launch(release, dir, cri::NAMESPACE, &path)
+        Self::launch(release, dir, cri::NAMESPACE, &path, None)
     }
 
-    /// Runs containerd on `<dir>/config.toml` with `path` as its PATH, and waits until it
-    /// answers.
+    /// Runs containerd on `<dir>/config.toml` with `path` as its PATH and the shims' compile
+    /// cache in `cache` (`None`: `<dir>/cache`), and waits until it answers.
     fn launch(
         release: Release,
         dir: tempfile::TempDir,
         namespace: &'static str,
         path: &str,
+        cache: Option<PathBuf>,
     ) -> Result<Containerd> {
         let kwasi = bin_dir().join("kwasi");
         if !kwasi.exists() {
             bail!("{} is missing: build first ({BUILD})", kwasi.display());
         }
+        let cache = cache.unwrap_or_else(|| dir.path().join("cache"));
         let mut containerd = Containerd {
             dir,
             child: None,
             release,
             namespace,
             path: path.to_string(),
+            cache,
         };
         containerd.run_daemon()?;
         Ok(containerd)
@@ -427,7 +466,7 @@ impl Containerd {
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", &self.path)
-            .env("KWASI_CACHE_DIR", d.join("cache"))
+            .env("KWASI_CACHE_DIR", &self.cache)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -484,7 +523,7 @@ impl Containerd {
 
     /// The compile cache the shims of this containerd use (`KWASI_CACHE_DIR`).
     pub fn cache_dir(&self) -> PathBuf {
-        self.dir.path().join("cache")
+        self.cache.clone()
     }
 
     /// Every entry in the compile cache, with its inode number.

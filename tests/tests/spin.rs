@@ -17,8 +17,10 @@ use kwasi_e2e::{
 };
 use serde_json::json;
 
+/// A private containerd for the spin shim. The suite's containerds share one compile cache,
+/// as a node's pods do: each app's components are compiled once per run, not once per test.
 fn containerd() -> Containerd {
-    Shim::SPIN.built().containerd().unwrap()
+    Shim::SPIN.built().containerd_with_shared_cache().unwrap()
 }
 
 /// An app serving on a free loopback port of the host's network.
@@ -295,7 +297,7 @@ fn an_app_packaged_by_kwasi_image_build_spin_runs() {
 fn the_wasmtime_shim_runs_a_spin_app_too() {
     let c = Shim::WASMTIME
         .on(kwasi_e2e::Release::V2)
-        .containerd()
+        .containerd_with_shared_cache()
         .unwrap();
     let name = "kwasi.test/spin-three:v1";
     import_three_components(&c, name).unwrap();

@@ -15,7 +15,6 @@
 //! - [`cache`]: the node-local cache of compiled modules;
 //! - [`image`]: OCI images of wasm: reading a module from an image's wasm layer, and packing
 //!   one into an image archive that `ctr images import` accepts;
-//! - `testkit` (feature `testkit`): the tests every engine crate runs against its engine.
 //!
 //! Exit statuses follow containerd's convention: the guest's exit code, or 128 + N when
 //! signal N ended it.
@@ -30,8 +29,6 @@ pub mod sandbox;
 pub mod shim;
 mod signals;
 pub mod task;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod workload;
 
 pub use signals::wait_for_termination;

@@ -170,4 +170,4 @@ fn is_termination(err: &WasmEdgeError) -> bool {
 }
 
 #[cfg(test)]
-kwasi_core::engine_tests!(WasmEdgeEngine);
+kwasi_testkit::engine_tests!(WasmEdgeEngine);

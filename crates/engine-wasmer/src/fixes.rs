@@ -85,7 +85,7 @@ fn not_capable(errno: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use kwasi_core::engine::Engine;
-    use kwasi_core::testkit::{wasm, workload};
+    use kwasi_testkit::{wasm, workload};
 
     use crate::WasmerEngine;
 

@@ -248,4 +248,4 @@ fn first_line(err: &dyn std::fmt::Display) -> String {
 }
 
 #[cfg(test)]
-kwasi_core::engine_tests!(WasmerEngine::default());
+kwasi_testkit::engine_tests!(WasmerEngine::default());

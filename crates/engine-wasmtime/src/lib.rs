@@ -350,7 +350,7 @@ fn one_line(err: &wasmtime::Error) -> String {
 }
 
 #[cfg(test)]
-kwasi_core::engine_tests!(WasmtimeEngine::default());
+kwasi_testkit::engine_tests!(WasmtimeEngine::default());
 
 #[cfg(test)]
 mod tests {

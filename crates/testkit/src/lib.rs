@@ -1,15 +1,19 @@
+//! # kwasi-testkit
+//!
 //! The behaviour every [`Engine`] must have, as tests an engine crate runs with
-//! [`engine_tests!`](crate::engine_tests):
+//! [`engine_tests!`](crate::engine_tests), from its dev-dependencies:
 //!
 //! ```ignore
 //! #[cfg(test)]
-//! kwasi_core::engine_tests!(MyEngine::default());
+//! kwasi_testkit::engine_tests!(MyEngine::default());
 //! ```
 //!
 //! The end-to-end conformance suite (`tests/`) checks the same through containerd; these run
 //! in a second and pin down the trait's contract.
 
-use crate::engine::{Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY};
+#![deny(missing_docs)]
+
+use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY};
 
 /// A module whose `_start` calls `proc_exit(7)`, which also exports an empty `other`, a
 /// function with a parameter and its memory.
@@ -153,7 +157,7 @@ macro_rules! engine_tests {
         $(
             #[test]
             fn $case() {
-                $crate::testkit::$case($engine);
+                $crate::$case($engine);
             }
         )*
     };
