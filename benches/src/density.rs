@@ -32,13 +32,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::*;
-use measure::{median, ms, pids_of, pss_bytes, rollup_bytes, HelloBench, HELLO};
+use measure::{
+    machine_busy_ticks, median, ms, pids_of, pss_bytes, rollup_bytes, ticks_per_second, HelloBench,
+    HELLO, MIB, NODE_BYTES,
+};
 
 mod compiled;
 mod measure;
-
-/// The node memory the extrapolation fills.
-const NODE_BYTES: f64 = 24.0 * 1024.0 * 1024.0 * 1024.0;
 
 /// One runtime as the bench drives it: how it is named, and what its hello and idle
 /// containers run.
@@ -289,8 +289,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
-
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
@@ -403,21 +401,6 @@ impl CpuClocks {
             runtime: runtime / n,
         }
     }
-}
-
-/// The machine's busy CPU time so far, in clock ticks (`/proc/stat`: user, nice, system, irq
-/// and softirq, over every CPU).
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let fields: Vec<u64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
 }
 
 /// User and system CPU time of this process (`RUSAGE_SELF`) or of its reaped children
@@ -606,17 +589,6 @@ fn cpu_ticks(pid: i32) -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
-}
-
-/// Clock ticks per second, as `/proc/PID/stat` counts them.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
 }
 
 /// A process's threads.

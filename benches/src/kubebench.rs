@@ -27,12 +27,27 @@
 //!   uncounted first round) against runc serving the same page with busybox httpd.
 //!   START_ROUNDS alternated rounds.
 //!
-//! Usage: `kubebench [POD_ROUNDS] [SCALE_ROUNDS]` (default 20 and 3) or `kubebench spin
-//! [LOAD_ROUNDS] [START_ROUNDS] [SECONDS]` (default 5, 9 and 5), after `cargo build
-//! --release`, as root, with the node's components (`tests/node/build.sh`) and, for `spin`,
-//! `wrk` (Debian's package).
+//! `kubebench density [COUNTS] [HANDLERS]` measures idle pods by the hundred and the
+//! thousand instead (issue 18's density, through the kubelet): at each count (default
+//! 100,1000), for runc (busybox `sleep`) and each kwasi handler (the probe guest's `sleep`),
+//! a Deployment of that many replicas without probes, applied at once: the time from
+//! `kubectl apply` until all are Running (or how many are after 300 s and 1 s a pod); the node
+//! memory in use they add per pod (MemTotal - MemAvailable, page cache dropped before), split
+//! into the anonymous memory of the shims and the pods' processes, the growth of containerd's
+//! and the kubelet's, and the rest (the kernel's: namespaces, veth pairs, cgroups, page
+//! tables); the node's busy CPU over 10 s with them idle; whether the node stays Ready and a
+//! hello pod still runs beside them; how long their deletion takes and what it leaves behind;
+//! and how many such pods 24 GiB would hold. The node takes as many pods as the largest count
+//! (`maxPods`, and a /16 for the pods' addresses). HANDLERS (comma-separated) picks among
+//! runc and the built shims; ratios to runc are printed when runc is among them.
+//!
+//! Usage: `kubebench [POD_ROUNDS] [SCALE_ROUNDS]` (default 20 and 3), `kubebench spin
+//! [LOAD_ROUNDS] [START_ROUNDS] [SECONDS]` (default 5, 9 and 5) or `kubebench density
+//! [COUNTS] [HANDLERS]`, after `cargo build --release`, as root, with the node's components
+//! (`tests/node/build.sh`) and, for `spin`, `wrk` (Debian's package).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -40,7 +55,10 @@ use kwasi_e2e::cri::BUSYBOX_IMAGE;
 use kwasi_e2e::kube::Cluster;
 use kwasi_e2e::layout::{Entry, LinuxImage, BUSYBOX};
 use kwasi_e2e::{guests_dir, http, Shim};
-use measure::{compare, import_spin_http, median, ms, LoadPlan};
+use measure::{
+    compare, import_spin_http, machine_busy_ticks, median, ms, rollup_bytes, ticks_per_second,
+    LoadPlan, MIB, NODE_BYTES,
+};
 
 mod measure;
 
@@ -50,6 +68,20 @@ const REPLICAS: u32 = 50;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("density") {
+        args.next();
+        let counts: Vec<u32> = match args.next() {
+            Some(list) => list
+                .split(',')
+                .map(|n| n.trim().parse().context("COUNTS: numbers, comma-separated"))
+                .collect::<Result<_>>()?,
+            None => vec![100, 1000],
+        };
+        let only: Option<Vec<String>> = args
+            .next()
+            .map(|list| list.split(',').map(|h| h.trim().to_string()).collect());
+        return density(&counts, only.as_deref());
+    }
     if args.peek().map(String::as_str) == Some("spin") {
         args.next();
         let mut next = |default: usize, what: &str| -> Result<usize> {
@@ -360,6 +392,318 @@ fn web_deployment(
 "#
     );
     kwasi_e2e::kube::deployment(name, replicas, &pod_spec)
+}
+
+/// `kubebench density`: at each count, a Deployment of that many idle pods on each handler,
+/// measured once all are Running, then deleted.
+fn density(counts: &[u32], only: Option<&[String]>) -> Result<()> {
+    let shims = Shim::built_ones();
+    let most = counts.iter().copied().max().context("COUNTS is empty")?;
+    // Room for the hello pod beside them.
+    let mut cluster = Cluster::start_for_pods(most + 1)?;
+    let probe = cluster.node.wasm_image("probe.wasm")?;
+    let mut handlers: Vec<(&str, String, &str, &str)> = vec![(
+        "runc",
+        BUSYBOX_IMAGE.to_string(),
+        r#"command: ["/bin/busybox", "sleep", "36000"]"#,
+        r#"command: ["/bin/sh", "-c", "echo hello"]"#,
+    )];
+    for shim in &shims {
+        handlers.push((
+            shim.engine,
+            probe.clone(),
+            r#"args: ["sleep"]"#,
+            r#"args: ["hello"]"#,
+        ));
+    }
+    if let Some(only) = only {
+        handlers.retain(|(handler, ..)| only.iter().any(|h| h == handler));
+        if handlers.is_empty() {
+            bail!("HANDLERS: none of {only:?} is runc or a built shim");
+        }
+    }
+    // One hello pod of each first, so that every handler starts with its module compiled.
+    let mut empty_node_hello = Vec::new();
+    for (handler, image, _, hello) in &handlers {
+        pod_start(&cluster, handler, image, hello)?;
+        empty_node_hello.push(pod_start(&cluster, handler, image, hello)?);
+    }
+    let mut rows: Vec<Vec<IdlePods>> = vec![Vec::new(); handlers.len()];
+    for &count in counts {
+        for (i, (handler, image, idle, hello)) in handlers.iter().enumerate() {
+            let row = idle_pods(&mut cluster, handler, image, idle, hello, count)?;
+            println!("{handler} at {count}: {row:?}");
+            rows[i].push(row);
+        }
+    }
+    println!(
+        "idle pods through the kubelet (Deployment of N replicas, no probe; runc: busybox \
+         sleep, kwasi: the probe guest's sleep)"
+    );
+    for (k, &count) in counts.iter().enumerate() {
+        println!("at {count} pods:");
+        // Ratios are to runc's, when it ran.
+        let base = handlers
+            .iter()
+            .position(|(handler, ..)| *handler == "runc")
+            .map(|i| &rows[i][k]);
+        let ratio = |mine: f64, runc: Option<f64>| {
+            runc.map_or(String::new(), |runc| {
+                format!(" ({:.2} x runc)", mine / runc)
+            })
+        };
+        for (i, (handler, ..)) in handlers.iter().enumerate() {
+            let row = &rows[i][k];
+            let healthy = row.running == count
+                && row.node_ready
+                && row.hello.is_ok()
+                && row.leftovers.is_empty();
+            let running = match (row.running_in, base.and_then(|b| b.running_in)) {
+                (Some(mine), runc) => format!(
+                    "all Running in {:.1} s{}",
+                    mine.as_secs_f64(),
+                    ratio(mine.as_secs_f64(), runc.map(|r| r.as_secs_f64()))
+                ),
+                (None, _) => format!(
+                    "NOT all Running: {} of {count} after {} s",
+                    row.running,
+                    300 + count
+                ),
+            };
+            println!(
+                "  {handler:>9}: {running}; node memory {:.2} MiB \
+                 per pod{}, of which anonymous memory of the shims and the pods' \
+                 processes {:.2}, of containerd and the kubelet {:.2}, the rest (the kernel's) \
+                 {:.2}; idle node \
+                 CPU {:.2} cores; hello pod beside them {}; deleted in {:.1} s; left behind: \
+                 {}; fit in 24 GiB: {:.0} pods{}; healthy: {}",
+                row.node_per / MIB,
+                ratio(row.node_per, base.map(|b| b.node_per)),
+                row.pods_per / MIB,
+                row.daemons_per / MIB,
+                (row.node_per - row.pods_per - row.daemons_per) / MIB,
+                row.cpu_busy,
+                match &row.hello {
+                    Ok(took) => format!(
+                        "{:.0} ms (on the empty node {:.0})",
+                        ms(*took),
+                        ms(empty_node_hello[i])
+                    ),
+                    Err(err) => format!("FAILED: {err}"),
+                },
+                row.deleted_in.as_secs_f64(),
+                if row.leftovers.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    row.leftovers.join("; ")
+                },
+                NODE_BYTES / row.node_per,
+                base.map_or(String::new(), |b| format!(
+                    " (runc {:.0})",
+                    NODE_BYTES / b.node_per
+                )),
+                if healthy { "yes" } else { "NO" },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What `count` idle pods of one handler cost the node.
+#[derive(Clone, Debug)]
+struct IdlePods {
+    /// Replicas Running once the wait for them all ended.
+    running: u32,
+    /// From `kubectl apply` until every replica is Running; `None` when they were not all
+    /// Running within 300 s + 1 s a pod.
+    running_in: Option<Duration>,
+    /// Bytes of node memory in use (MemTotal - MemAvailable) they added, per pod.
+    node_per: f64,
+    /// Bytes of anonymous memory (PSS) of the shims and the processes in the pods' cgroups,
+    /// per pod.
+    pods_per: f64,
+    /// Bytes containerd's and the kubelet's anonymous memory (PSS) grew by, per pod.
+    daemons_per: f64,
+    /// Cores the node kept busy over 10 s with them idle (every process, the kernel's too).
+    cpu_busy: f64,
+    /// Whether the node was still Ready with them.
+    node_ready: bool,
+    /// A hello pod on the same handler beside them: from apply to Succeeded.
+    hello: Result<Duration, String>,
+    /// From `kubectl delete` until every pod is gone.
+    deleted_in: Duration,
+    /// What they left on the node (see [`Cluster::leftovers`]).
+    leftovers: Vec<String>,
+}
+
+/// Runs `count` replicas of `image` on `handler` with `idle` (a YAML line) until all are
+/// Running, measures them, runs a hello pod (`hello`) beside them, and deletes them.
+fn idle_pods(
+    cluster: &mut Cluster,
+    handler: &str,
+    image: &str,
+    idle: &str,
+    hello: &str,
+    count: u32,
+) -> Result<IdlePods> {
+    let class = runtime_class(handler);
+    let pod_spec = format!(
+        r#"      {class}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: idle
+        image: {image}
+        imagePullPolicy: Never
+        {idle}
+"#
+    );
+    let manifest = kwasi_e2e::kube::deployment("idle", count, &pod_spec);
+    settle();
+    let before = NodeMemory::take(cluster)?;
+    let started = Instant::now();
+    cluster.apply(&manifest)?;
+    // Ready is Running here: the pods have no probe. A node that cannot start them all in
+    // time is measured as it is, and its count of Running pods reported.
+    let limit = Duration::from_secs(300 + u64::from(count));
+    let running_in = cluster
+        .wait_ready("idle", count, limit)
+        .ok()
+        .map(|()| started.elapsed());
+    let running = cluster
+        .kubectl(&[
+            "get",
+            "deployment",
+            "idle",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ])
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    // Let the kubelet's and containerd's first round of status and stats pass.
+    std::thread::sleep(Duration::from_secs(15));
+    let busy_before = machine_busy_ticks();
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let cpu_busy = (machine_busy_ticks() - busy_before) as f64
+        / ticks_per_second()
+        / window.elapsed().as_secs_f64();
+    let after = NodeMemory::take(cluster)?;
+    let node_ready = cluster
+        .kubectl(&[
+            "get",
+            "node",
+            kwasi_e2e::kube::NODE_NAME,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .stdout
+        == "True";
+    let hello = hello_pod(cluster, handler, image, hello).map_err(|e| format!("{e:#}"));
+    let deleting = Instant::now();
+    cluster.delete_workloads()?;
+    let deleted_in = deleting.elapsed();
+    let leftovers = cluster.leftovers();
+    let n = f64::from(count);
+    Ok(IdlePods {
+        running,
+        running_in,
+        node_per: (after.in_use - before.in_use) / n,
+        pods_per: (after.pods - before.pods) / n,
+        daemons_per: (after.daemons - before.daemons) / n,
+        cpu_busy,
+        node_ready,
+        hello,
+        deleted_in,
+        leftovers,
+    })
+}
+
+/// A hello pod `hello-beside` on `handler`, from apply until it has Succeeded; then it is
+/// deleted (and nothing else).
+fn hello_pod(cluster: &Cluster, handler: &str, image: &str, command: &str) -> Result<Duration> {
+    let name = "hello-beside";
+    let started = Instant::now();
+    cluster.apply(&pod(name, handler, image, command))?;
+    let took = loop {
+        let phase = cluster
+            .kubectl(&["get", "pod", name, "-o", "jsonpath={.status.phase}"])
+            .stdout;
+        match phase.as_str() {
+            "Succeeded" => break started.elapsed(),
+            "Failed" => bail!("{handler}: the hello pod failed"),
+            _ if started.elapsed() > Duration::from_secs(300) => {
+                bail!("{handler}: the hello pod is still {phase:?} after 5 minutes")
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    cluster.kubectl_ok(&["delete", "pod", name, "--wait=true"])?;
+    Ok(took)
+}
+
+/// Where the node's memory is, in bytes. Processes count by their anonymous pages (their
+/// proportional share): the file pages they map are page cache, which MemAvailable counts as
+/// available.
+struct NodeMemory {
+    /// MemTotal - MemAvailable.
+    in_use: f64,
+    /// The node's shims (and kwasi's zygotes) and the processes in the pods' cgroups.
+    pods: f64,
+    /// containerd and the kubelet.
+    daemons: f64,
+}
+
+impl NodeMemory {
+    fn take(cluster: &Cluster) -> Result<NodeMemory> {
+        let socket = cluster.node.containerd.socket().display().to_string();
+        let processes = kwasi_e2e::processes();
+        let mut pods: Vec<i32> = processes
+            .iter()
+            .filter(|(_, cmdline)| cmdline.contains("containerd-shim") && cmdline.contains(&socket))
+            .map(|(pid, _)| *pid)
+            .collect();
+        pods.extend(cgroup_tree_pids(
+            &Path::new("/sys/fs/cgroup/memory").join(kwasi_e2e::kube::CGROUP_ROOT),
+        ));
+        pods.sort_unstable();
+        pods.dedup();
+        let containerd = cluster.node.containerd.pid().context("containerd's pid")? as i32;
+        let kubelet_binary = kwasi_e2e::node::binary("kubelet")?.display().to_string();
+        let daemons = processes
+            .iter()
+            .filter(|(pid, cmdline)| {
+                *pid == containerd || cmdline.starts_with(&format!("{kubelet_binary} "))
+            })
+            .map(|(pid, _)| anonymous_bytes(*pid))
+            .sum();
+        Ok(NodeMemory {
+            in_use: memory_in_use()? * MIB,
+            pods: pods.iter().map(|&pid| anonymous_bytes(pid)).sum(),
+            daemons,
+        })
+    }
+}
+
+/// A process's anonymous pages, its proportional share, in bytes (0 once it has gone).
+fn anonymous_bytes(pid: i32) -> f64 {
+    rollup_bytes(pid, "Pss_Anon:")
+}
+
+/// The processes in cgroup directory `dir` and every cgroup below it.
+fn cgroup_tree_pids(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_tree_pids(&entry.path()));
+        }
+    }
+    pids
 }
 
 /// Lets the node reclaim what the last round freed.

@@ -11,6 +11,12 @@ use anyhow::{bail, Context, Result};
 use kwasi_e2e::cri::Node;
 use kwasi_e2e::{Containerd, CtrOutput, Release, Shim};
 
+/// Bytes in a MiB.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// The node memory the extrapolations of how many containers or pods fit fill: 24 GiB.
+pub const NODE_BYTES: f64 = 24.0 * 1024.0 * 1024.0 * 1024.0;
+
 /// Milliseconds, as a float.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -275,4 +281,30 @@ pub fn rollup_bytes(pid: i32, field: &str) -> f64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     kib as f64 * 1024.0
+}
+
+/// The machine's busy CPU time so far, in clock ticks (`/proc/stat`: user, nice, system, irq
+/// and softirq, over every CPU).
+pub fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
+}
+
+/// Clock ticks per second, as `/proc/PID/stat` counts them.
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
 }

@@ -146,13 +146,20 @@ impl Node {
     /// Starts a containerd of `release` with CRI, a CNI network of its own and the pause image
     /// as the sandbox image, and imports the busybox image.
     pub fn start(release: Release) -> Result<Node> {
-        Node::start_on(release, Network::new(false))
+        Node::start_on(release, Network::new(false, 0))
+    }
+
+    /// [`Node::start`] with room for `pods` pods at once: a network larger than its own /24
+    /// (253 addresses) when they need one. Such a large network is the same for every node,
+    /// so only one of them may run at a time (benchmarks, never the test suites).
+    pub fn start_for_pods(release: Release, pods: u32) -> Result<Node> {
+        Node::start_on(release, Network::new(false, pods))
     }
 
     /// [`Node::start`], with the pods' host ports mapped (CNI's portmap plugin: iptables rules
     /// that only one such node at a time may own, as critest's runs do).
     pub fn start_mapping_ports(release: Release) -> Result<Node> {
-        Node::start_on(release, Network::new(true))
+        Node::start_on(release, Network::new(true, 0))
     }
 
     fn start_on(release: Release, network: Network) -> Result<Node> {
@@ -711,7 +718,8 @@ fn restrict_oom_score_adj() -> &'static str {
 }
 
 /// The node's CNI network: a bridge and a /24 of its own, so that nodes of tests running at
-/// once do not share addresses, and removing one's bridge does not cut another's pods off.
+/// once do not share addresses, and removing one's bridge does not cut another's pods off
+/// (a node for more pods than a /24 holds takes the one large network).
 struct Network {
     name: String,
     bridge: String,
@@ -727,14 +735,24 @@ const PORTMAP_CHAINS: &[&str] = &[
     "CNI-HOSTPORT-MASQ",
 ];
 
+/// The pods a node's own /24 holds (its network, broadcast and gateway addresses aside).
+const PODS_PER_SMALL_NETWORK: u32 = 253;
+
 impl Network {
-    fn new(port_mapping: bool) -> Network {
+    /// A network for `pods` pods at once: a /24 of its own up to
+    /// [`PODS_PER_SMALL_NETWORK`], else the one large network (a /16).
+    fn new(port_mapping: bool, pods: u32) -> Network {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = (std::process::id() + NEXT.fetch_add(1, Ordering::Relaxed)) % 200 + 20;
+        let subnet = if pods <= PODS_PER_SMALL_NETWORK {
+            format!("10.251.{n}.0/24")
+        } else {
+            "10.252.0.0/16".to_string()
+        };
         Network {
             name: format!("{TMP_PREFIX}net{n}"),
             bridge: format!("{BRIDGE_PREFIX}{n}"),
-            subnet: format!("10.251.{n}.0/24"),
+            subnet,
             port_mapping,
         }
     }

@@ -24,6 +24,8 @@ use crate::{cgroup_hierarchies, http, node, CtrOutput, Release};
 pub const NODE_NAME: &str = "kwasi-node";
 /// Where the kubelet puts the pods' cgroups (`<root>/kubepods/...`), in every hierarchy.
 pub const CGROUP_ROOT: &str = "kwasi-e2e-kube";
+/// The pods the node of [`Cluster::start`] takes at once (the kubelet's `maxPods`).
+pub const MAX_PODS: u32 = 200;
 /// The RuntimeClasses a user applies (one per kwasi handler).
 const RUNTIME_CLASSES: &str = "deploy/runtimeclasses.yaml";
 
@@ -92,19 +94,28 @@ pub struct Cluster {
     netns_before: Vec<String>,
     /// Whether SpinKube's operator runs ([`Cluster::start_spin_operator`]).
     spin_operator: bool,
+    /// The kubelet's `maxPods`.
+    max_pods: u32,
 }
 
 impl Cluster {
     /// Starts every component, waits until the node is Ready and the `default` service
     /// account exists, and applies the RuntimeClasses.
     pub fn start() -> Result<Cluster> {
-        let node = Node::start(Release::V2)?;
+        Cluster::start_for_pods(MAX_PODS)
+    }
+
+    /// [`Cluster::start`] with a node that takes `pods` pods at once (its `maxPods`, and a
+    /// network with an address for each: see [`Node::start_for_pods`]).
+    pub fn start_for_pods(pods: u32) -> Result<Cluster> {
+        let node = Node::start_for_pods(Release::V2, pods)?;
         let dir = node.containerd.dir().join("kube");
         std::fs::create_dir_all(&dir)?;
         let mut cluster = Cluster {
             daemons: Vec::new(),
             netns_before: network_namespaces(),
             spin_operator: false,
+            max_pods: pods.max(MAX_PODS),
             kubeconfig: dir.join("admin.kubeconfig"),
             dir,
             node,
@@ -294,7 +305,7 @@ failCgroupV1: false
 failSwapOn: false
 podLogsDir: {logs}
 resolvConf: /etc/resolv.conf
-maxPods: 200
+maxPods: {max_pods}
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -309,6 +320,7 @@ protectKernelDefaults: false
                 ca = pki.path("ca.crt"),
                 socket = self.node.containerd.socket().display(),
                 logs = dir.join("pod-logs").display(),
+                max_pods = self.max_pods,
             ),
         )?;
         let mut kubelet = Command::new(node::binary("kubelet")?);
@@ -452,15 +464,18 @@ protectKernelDefaults: false
     }
 
     /// Deletes every workload of the `default` namespace (SpinKube's too, once its operator
-    /// runs) and waits until their pods are gone.
+    /// runs) and waits until their pods are gone: two minutes for every hundred pods the node
+    /// takes.
     pub fn delete_workloads(&self) -> Result<()> {
+        let timeout = Duration::from_secs(120 * u64::from(self.max_pods.div_ceil(100)));
+        let timeout_flag = format!("--timeout={}s", timeout.as_secs());
         if self.spin_operator {
             self.kubectl_ok(&[
                 "delete",
                 "spinapps.core.spinkube.dev,spinappexecutors.core.spinkube.dev",
                 "--all",
                 "--wait=true",
-                "--timeout=120s",
+                &timeout_flag,
             ])?;
         }
         self.kubectl_ok(&[
@@ -468,9 +483,9 @@ protectKernelDefaults: false
             "deployments,replicasets,jobs,pods,services",
             "--all",
             "--wait=true",
-            "--timeout=120s",
+            &timeout_flag,
         ])?;
-        self.wait_until("every pod is gone", Duration::from_secs(120), |c| {
+        self.wait_until("every pod is gone", timeout, |c| {
             c.kubectl(&["get", "pods", "-o", "name"])
                 .stdout
                 .trim()
