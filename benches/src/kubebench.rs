@@ -39,11 +39,14 @@
 //! hello pod still runs beside them; how long their deletion takes and what it leaves behind;
 //! and how many such pods 24 GiB would hold. The node takes as many pods as the largest count
 //! (`maxPods`, and a /16 for the pods' addresses). HANDLERS (comma-separated) picks among
-//! runc and the built shims; ratios to runc are printed when runc is among them.
+//! runc and the built shims (`all`: every one); ratios to runc are printed when runc is among
+//! them. With STEP, the replicas are scaled up STEP at a time, each step once the last one is
+//! all Running (a node of two cores cannot start a thousand pods applied at once; see
+//! `benches/README.md`), and every step's time and the node's idle CPU after it are reported.
 //!
 //! Usage: `kubebench [POD_ROUNDS] [SCALE_ROUNDS]` (default 20 and 3), `kubebench spin
 //! [LOAD_ROUNDS] [START_ROUNDS] [SECONDS]` (default 5, 9 and 5) or `kubebench density
-//! [COUNTS] [HANDLERS]`, after `cargo build --release`, as root, with the node's components
+//! [COUNTS] [HANDLERS] [STEP]`, after `cargo build --release`, as root, with the node's components
 //! (`tests/node/build.sh`) and, for `spin`, `wrk` (Debian's package).
 
 use std::net::SocketAddr;
@@ -79,8 +82,14 @@ fn main() -> Result<()> {
         };
         let only: Option<Vec<String>> = args
             .next()
+            .filter(|list| list != "all")
             .map(|list| list.split(',').map(|h| h.trim().to_string()).collect());
-        return density(&counts, only.as_deref());
+        let step = args
+            .next()
+            .map(|n| n.parse::<u32>().context("STEP: a number of pods"))
+            .transpose()?
+            .filter(|&n| n > 0);
+        return density(&counts, only.as_deref(), step);
     }
     if args.peek().map(String::as_str) == Some("spin") {
         args.next();
@@ -396,7 +405,7 @@ fn web_deployment(
 
 /// `kubebench density`: at each count, a Deployment of that many idle pods on each handler,
 /// measured once all are Running, then deleted.
-fn density(counts: &[u32], only: Option<&[String]>) -> Result<()> {
+fn density(counts: &[u32], only: Option<&[String]>, step: Option<u32>) -> Result<()> {
     let shims = Shim::built_ones();
     let most = counts.iter().copied().max().context("COUNTS is empty")?;
     // Room for the hello pod beside them.
@@ -431,7 +440,7 @@ fn density(counts: &[u32], only: Option<&[String]>) -> Result<()> {
     let mut rows: Vec<Vec<IdlePods>> = vec![Vec::new(); handlers.len()];
     for &count in counts {
         for (i, (handler, image, idle, hello)) in handlers.iter().enumerate() {
-            let row = idle_pods(&mut cluster, handler, image, idle, hello, count)?;
+            let row = idle_pods(&mut cluster, handler, image, idle, hello, count, step)?;
             println!("{handler} at {count}: {row:?}");
             rows[i].push(row);
         }
@@ -465,9 +474,9 @@ fn density(counts: &[u32], only: Option<&[String]>) -> Result<()> {
                     ratio(mine.as_secs_f64(), runc.map(|r| r.as_secs_f64()))
                 ),
                 (None, _) => format!(
-                    "NOT all Running: {} of {count} after {} s",
+                    "NOT all Running: {} of {count} when a step's limit (300 s + 1 s a new \
+                     pod) passed",
                     row.running,
-                    300 + count
                 ),
             };
             println!(
@@ -504,6 +513,24 @@ fn density(counts: &[u32], only: Option<&[String]>) -> Result<()> {
                 )),
                 if healthy { "yes" } else { "NO" },
             );
+            if row.steps.len() > 1 {
+                let steps: Vec<String> = row
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} in {} (idle CPU {:.2})",
+                            s.pods,
+                            s.took.map_or("NOT all Running".to_string(), |t| format!(
+                                "{:.1} s",
+                                t.as_secs_f64()
+                            )),
+                            s.cpu_busy
+                        )
+                    })
+                    .collect();
+                println!("             steps: {}", steps.join(", "));
+            }
         }
     }
     Ok(())
@@ -514,8 +541,8 @@ fn density(counts: &[u32], only: Option<&[String]>) -> Result<()> {
 struct IdlePods {
     /// Replicas Running once the wait for them all ended.
     running: u32,
-    /// From `kubectl apply` until every replica is Running; `None` when they were not all
-    /// Running within 300 s + 1 s a pod.
+    /// From `kubectl apply` until every replica is Running (the sum of the steps' times);
+    /// `None` when a step's pods were not all Running within 300 s + 1 s a new pod.
     running_in: Option<Duration>,
     /// Bytes of node memory in use (MemTotal - MemAvailable) they added, per pod.
     node_per: f64,
@@ -526,6 +553,8 @@ struct IdlePods {
     daemons_per: f64,
     /// Cores the node kept busy over 10 s with them idle (every process, the kernel's too).
     cpu_busy: f64,
+    /// Each step of the scale-up (one, without STEP).
+    steps: Vec<Step>,
     /// Whether the node was still Ready with them.
     node_ready: bool,
     /// A hello pod on the same handler beside them: from apply to Succeeded.
@@ -536,8 +565,20 @@ struct IdlePods {
     leftovers: Vec<String>,
 }
 
+/// One step of a scale-up.
+#[derive(Clone, Debug)]
+struct Step {
+    /// Replicas asked for.
+    pods: u32,
+    /// From the apply or scale until they were all Running; `None` when they were not within
+    /// 300 s + 1 s a new pod.
+    took: Option<Duration>,
+    /// Cores the node kept busy over 10 s once they were Running.
+    cpu_busy: f64,
+}
+
 /// Runs `count` replicas of `image` on `handler` with `idle` (a YAML line) until all are
-/// Running, measures them, runs a hello pod (`hello`) beside them, and deletes them.
+/// Running (`step` at a time, when given), measures them, runs a hello pod (`hello`) beside them, and deletes them.
 fn idle_pods(
     cluster: &mut Cluster,
     handler: &str,
@@ -545,6 +586,7 @@ fn idle_pods(
     idle: &str,
     hello: &str,
     count: u32,
+    step: Option<u32>,
 ) -> Result<IdlePods> {
     let class = runtime_class(handler);
     let pod_spec = format!(
@@ -557,38 +599,60 @@ fn idle_pods(
         {idle}
 "#
     );
-    let manifest = kwasi_e2e::kube::deployment("idle", count, &pod_spec);
+    let step = step.unwrap_or(count).min(count);
     settle();
     let before = NodeMemory::take(cluster)?;
-    let started = Instant::now();
-    cluster.apply(&manifest)?;
-    // Ready is Running here: the pods have no probe. A node that cannot start them all in
-    // time is measured as it is, and its count of Running pods reported.
-    let limit = Duration::from_secs(300 + u64::from(count));
-    let running_in = cluster
-        .wait_ready("idle", count, limit)
-        .ok()
-        .map(|()| started.elapsed());
-    let running = cluster
-        .kubectl(&[
-            "get",
-            "deployment",
-            "idle",
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ])
-        .stdout
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    // Let the kubelet's and containerd's first round of status and stats pass.
-    std::thread::sleep(Duration::from_secs(15));
-    let busy_before = machine_busy_ticks();
-    let window = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
-    let cpu_busy = (machine_busy_ticks() - busy_before) as f64
-        / ticks_per_second()
-        / window.elapsed().as_secs_f64();
+    let mut steps = Vec::new();
+    let mut running = 0;
+    while running < count {
+        let target = (running + step).min(count);
+        let started = Instant::now();
+        if running == 0 {
+            cluster.apply(&kwasi_e2e::kube::deployment("idle", target, &pod_spec))?;
+        } else {
+            cluster.kubectl_ok(&[
+                "scale",
+                "deployment",
+                "idle",
+                &format!("--replicas={target}"),
+            ])?;
+        }
+        // Ready is Running here: the pods have no probe. A node that cannot start them all in
+        // time is measured as it is, and its count of Running pods reported.
+        let limit = Duration::from_secs(300 + u64::from(target - running));
+        let took = cluster
+            .wait_ready("idle", target, limit)
+            .ok()
+            .map(|()| started.elapsed());
+        running = cluster
+            .kubectl(&[
+                "get",
+                "deployment",
+                "idle",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ])
+            .stdout
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        // Let the kubelet's and containerd's first round of status and stats pass.
+        let cpu_busy = idle_cpu(if target == count { 15 } else { 5 });
+        steps.push(Step {
+            pods: target,
+            took,
+            cpu_busy,
+        });
+        if took.is_none() {
+            break;
+        }
+    }
+    let running_in = steps
+        .iter()
+        .map(|s| s.took)
+        .sum::<Option<Duration>>()
+        .filter(|_| running == count);
+    let cpu_busy = steps.last().map_or(0.0, |s| s.cpu_busy);
     let after = NodeMemory::take(cluster)?;
     let node_ready = cluster
         .kubectl(&[
@@ -613,11 +677,24 @@ fn idle_pods(
         pods_per: (after.pods - before.pods) / n,
         daemons_per: (after.daemons - before.daemons) / n,
         cpu_busy,
+        steps,
         node_ready,
         hello,
         deleted_in,
         leftovers,
     })
+}
+
+/// Cores the node keeps busy over 10 s (every process, the kernel's too), after `settle`
+/// seconds.
+fn idle_cpu(settle: u64) -> f64 {
+    std::thread::sleep(Duration::from_secs(settle));
+    let busy_before = machine_busy_ticks();
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    (machine_busy_ticks() - busy_before) as f64
+        / ticks_per_second()
+        / window.elapsed().as_secs_f64()
 }
 
 /// A hello pod `hello-beside` on `handler`, from apply until it has Succeeded; then it is
