@@ -869,7 +869,7 @@ impl Containerd {
         let id_args: Vec<String> = ids.iter().map(|id| format!("-id {id} ")).collect();
         for (pid, cmdline) in processes() {
             if cmdline.contains(&socket) && id_args.iter().any(|arg| cmdline.contains(arg)) {
-                found.push(format!("process {pid}: {cmdline}"));
+                found.push(format!("process {pid}: {cmdline}{}", waits(pid)));
             }
         }
         // `/ID/`, `/ID ` inside a line, or `/ID` ending it.
@@ -1357,6 +1357,26 @@ pub fn processes() -> Vec<(i32, String)> {
         }
     }
     out
+}
+
+/// Where the threads of process `pid` wait, as ` [threads: NAME in WCHAN, ...]`: what a
+/// process left behind was doing (empty once it is gone).
+fn waits(pid: i32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    let threads: Vec<String> = tasks
+        .flatten()
+        .map(|task| {
+            let read = |name: &str| {
+                std::fs::read_to_string(task.path().join(name))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default()
+            };
+            format!("{} in {}", read("comm"), read("wchan"))
+        })
+        .collect();
+    format!(" [threads: {}]", threads.join(", "))
 }
 
 /// The cgroup directories of container `id` (containerd's path is `/<namespace>/<id>`), in

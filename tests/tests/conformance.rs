@@ -141,7 +141,16 @@ fn shipped(content: &str, dest: &str) -> (tempfile::TempDir, String) {
 
 fn assert_clean(c: &Containerd, id: &str) {
     let left = c.wait_no_leftovers(id);
-    assert!(left.is_empty(), "task {id} left behind: {left:#?}");
+    if !left.is_empty() {
+        // This test's own containerd: its log carries the shim's, to tell why.
+        let log = c.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        panic!(
+            "task {id} left behind: {left:#?}\ncontainerd's log, last lines:\n{}",
+            tail.join("\n")
+        );
+    }
 }
 
 /// Checks that a run ended with `status` after printing exactly `stdout`.
