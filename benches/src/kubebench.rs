@@ -46,8 +46,8 @@
 //!
 //! Usage: `kubebench [POD_ROUNDS] [SCALE_ROUNDS]` (default 20 and 3), `kubebench spin
 //! [LOAD_ROUNDS] [START_ROUNDS] [SECONDS]` (default 5, 9 and 5) or `kubebench density
-//! [COUNTS] [HANDLERS] [STEP]`, after `cargo build --release`, as root, with the node's components
-//! (`tests/node/build.sh`) and, for `spin`, `wrk` (Debian's package).
+//! [COUNTS] [HANDLERS] [STEP]`, after `cargo build --release`, as root, with the node's
+//! components (`tests/node/build.sh`) and, for `spin`, `wrk` (Debian's package).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -467,7 +467,7 @@ fn density(counts: &[u32], only: Option<&[String]>, step: Option<u32>) -> Result
                 && row.node_ready
                 && row.hello.is_ok()
                 && row.leftovers.is_empty();
-            let running = match (row.running_in, base.and_then(|b| b.running_in)) {
+            let running = match (row.running_in(), base.and_then(|b| b.running_in())) {
                 (Some(mine), runc) => format!(
                     "all Running in {:.1} s{}",
                     mine.as_secs_f64(),
@@ -491,7 +491,7 @@ fn density(counts: &[u32], only: Option<&[String]>, step: Option<u32>) -> Result
                 row.pods_per / MIB,
                 row.daemons_per / MIB,
                 (row.node_per - row.pods_per - row.daemons_per) / MIB,
-                row.cpu_busy,
+                row.cpu_busy(),
                 match &row.hello {
                     Ok(took) => format!(
                         "{:.0} ms (on the empty node {:.0})",
@@ -541,9 +541,6 @@ fn density(counts: &[u32], only: Option<&[String]>, step: Option<u32>) -> Result
 struct IdlePods {
     /// Replicas Running once the wait for them all ended.
     running: u32,
-    /// From `kubectl apply` until every replica is Running (the sum of the steps' times);
-    /// `None` when a step's pods were not all Running within 300 s + 1 s a new pod.
-    running_in: Option<Duration>,
     /// Bytes of node memory in use (MemTotal - MemAvailable) they added, per pod.
     node_per: f64,
     /// Bytes of anonymous memory (PSS) of the shims and the processes in the pods' cgroups,
@@ -551,8 +548,6 @@ struct IdlePods {
     pods_per: f64,
     /// Bytes containerd's and the kubelet's anonymous memory (PSS) grew by, per pod.
     daemons_per: f64,
-    /// Cores the node kept busy over 10 s with them idle (every process, the kernel's too).
-    cpu_busy: f64,
     /// Each step of the scale-up (one, without STEP).
     steps: Vec<Step>,
     /// Whether the node was still Ready with them.
@@ -563,6 +558,20 @@ struct IdlePods {
     deleted_in: Duration,
     /// What they left on the node (see [`Cluster::leftovers`]).
     leftovers: Vec<String>,
+}
+
+impl IdlePods {
+    /// From `kubectl apply` until every replica is Running (the sum of the steps' times);
+    /// `None` when a step's pods were not all Running within 300 s + 1 s a new pod.
+    fn running_in(&self) -> Option<Duration> {
+        self.steps.iter().map(|s| s.took).sum()
+    }
+
+    /// Cores the node kept busy over 10 s with them all idle (every process, the kernel's
+    /// too): the last step's.
+    fn cpu_busy(&self) -> f64 {
+        self.steps.last().map_or(0.0, |s| s.cpu_busy)
+    }
 }
 
 /// One step of a scale-up.
@@ -578,7 +587,8 @@ struct Step {
 }
 
 /// Runs `count` replicas of `image` on `handler` with `idle` (a YAML line) until all are
-/// Running (`step` at a time, when given), measures them, runs a hello pod (`hello`) beside them, and deletes them.
+/// Running (`step` at a time, when given), measures them, runs a hello pod (`hello`) beside
+/// them, and deletes them.
 fn idle_pods(
     cluster: &mut Cluster,
     handler: &str,
@@ -647,12 +657,6 @@ fn idle_pods(
             break;
         }
     }
-    let running_in = steps
-        .iter()
-        .map(|s| s.took)
-        .sum::<Option<Duration>>()
-        .filter(|_| running == count);
-    let cpu_busy = steps.last().map_or(0.0, |s| s.cpu_busy);
     let after = NodeMemory::take(cluster)?;
     let node_ready = cluster
         .kubectl(&[
@@ -672,11 +676,9 @@ fn idle_pods(
     let n = f64::from(count);
     Ok(IdlePods {
         running,
-        running_in,
         node_per: (after.in_use - before.in_use) / n,
         pods_per: (after.pods - before.pods) / n,
         daemons_per: (after.daemons - before.daemons) / n,
-        cpu_busy,
         steps,
         node_ready,
         hello,

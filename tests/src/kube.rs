@@ -62,9 +62,7 @@ impl Daemon {
 
     /// The last lines of its log, for errors.
     fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::last_lines(&std::fs::read_to_string(&self.log).unwrap_or_default(), 30)
     }
 
     fn stop(&mut self) {
@@ -501,7 +499,7 @@ protectKernelDefaults: false
             .node
             .shims()
             .into_iter()
-            .map(|(pid, cmdline)| format!("process {pid}: {cmdline}"))
+            .map(|(pid, cmdline)| crate::left_process(pid, &cmdline))
             .collect();
         let below = self.node.containerd.dir().display().to_string();
         // The kubelet bind-mounts its root directory on itself (for mount propagation).

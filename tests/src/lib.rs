@@ -869,7 +869,7 @@ impl Containerd {
         let id_args: Vec<String> = ids.iter().map(|id| format!("-id {id} ")).collect();
         for (pid, cmdline) in processes() {
             if cmdline.contains(&socket) && id_args.iter().any(|arg| cmdline.contains(arg)) {
-                found.push(format!("process {pid}: {cmdline}{}", waits(pid)));
+                found.push(left_process(pid, &cmdline));
             }
         }
         // `/ID/`, `/ID ` inside a line, or `/ID` ending it.
@@ -1359,13 +1359,12 @@ pub fn processes() -> Vec<(i32, String)> {
     out
 }
 
-/// Where the threads of process `pid` wait, as ` [threads: NAME in WCHAN, ...]`: what a
-/// process left behind was doing (empty once it is gone).
-fn waits(pid: i32) -> String {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return String::new();
-    };
-    let threads: Vec<String> = tasks
+/// A process left behind, for a test's failure: `process PID: CMDLINE [threads: NAME in
+/// WCHAN, ...]`, where its threads wait telling what it was doing.
+pub fn left_process(pid: i32, cmdline: &str) -> String {
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|task| {
             let read = |name: &str| {
@@ -1376,7 +1375,13 @@ fn waits(pid: i32) -> String {
             format!("{} in {}", read("comm"), read("wchan"))
         })
         .collect();
-    format!(" [threads: {}]", threads.join(", "))
+    format!("process {pid}: {cmdline}[threads: {}]", threads.join(", "))
+}
+
+/// The last `n` lines of `text`, for a test's failure.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The cgroup directories of container `id` (containerd's path is `/<namespace>/<id>`), in

@@ -305,8 +305,7 @@ impl Test {
         if wrong.is_empty() {
             return None;
         }
-        let lines: Vec<&str> = out.stderr.lines().collect();
-        let stderr = lines[lines.len().saturating_sub(3)..].join("\n");
+        let stderr = crate::last_lines(&out.stderr, 3);
         Some(format!(
             "{}; stderr ends with: {stderr:?}",
             wrong.join(", ")

@@ -143,12 +143,9 @@ fn assert_clean(c: &Containerd, id: &str) {
     let left = c.wait_no_leftovers(id);
     if !left.is_empty() {
         // This test's own containerd: its log carries the shim's, to tell why.
-        let log = c.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(60)..];
         panic!(
             "task {id} left behind: {left:#?}\ncontainerd's log, last lines:\n{}",
-            tail.join("\n")
+            kwasi_e2e::last_lines(&c.log(), 60)
         );
     }
 }
