@@ -4,7 +4,8 @@
 # 2.x, every built shim), the official WASI test suite through each shim, the CRI suite on
 # both, critest with runc and every kwasi handler, the Kubernetes suite on a single-node
 # cluster, then check that nothing was left behind.
-# Needs root and the packages the README lists.
+# It first removes what an interrupted earlier run left. Needs root and the packages the
+# README lists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,12 @@ cargo build --profile quick --all-targets
 # The unit tests of every default member (the e2e crate's integration tests come later). The
 # same packages as the build above, so that cargo resolves the same features and reuses its
 # artifacts: naming packages (`-p`, `--exclude`) would rebuild much of the dependency tree.
+# An interrupted earlier run (Ctrl-C, a killed job) may have left containers, mounts or
+# cgroups behind: remove them, saying what they were, so that the leftovers check at the end
+# sees only this run's.
+step "what an earlier run left"
+target/quick/kwasi-sweep
+
 step "unit tests"
 cargo test --profile quick --lib --bins
 

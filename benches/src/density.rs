@@ -22,7 +22,8 @@
 //! containers, written to `KWASI_DENSITY_PNG` (default `benches/density.png`).
 //!
 //! Usage: `density [ROUNDS] [COUNTS] [TASKS]` (defaults 20, `1,10,100,1000` and 96), after
-//! `cargo build --release`, as root. `KWASI_BIN_DIR` picks other shims, as in every bench.
+//! `cargo build --release`, as root. `KWASI_BIN_DIR` picks other shims, as in every bench;
+//! `KWASI_BENCH_MOUNTS=4000` adds the mount table of a node with about 1,000 pods.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ fn main() -> Result<()> {
         containerd: c,
         hello,
         busybox,
+        node_mounts: _node_mounts,
     } = HelloBench::start()?;
     let mut argv = std::env::args().skip(2);
     let counts: Vec<usize> = match argv.next() {

@@ -57,6 +57,7 @@ use anyhow::{bail, Context, Result};
 use kwasi_e2e::cri::BUSYBOX_IMAGE;
 use kwasi_e2e::kube::Cluster;
 use kwasi_e2e::layout::{Entry, LinuxImage, BUSYBOX};
+use kwasi_e2e::leftovers::cgroup_tree_pids;
 use kwasi_e2e::{guests_dir, http, Shim};
 use measure::{
     compare, import_spin_http, machine_busy_ticks, median, ms, rollup_bytes, ticks_per_second,
@@ -768,21 +769,6 @@ impl NodeMemory {
 /// A process's anonymous pages, its proportional share, in bytes (0 once it has gone).
 fn anonymous_bytes(pid: i32) -> f64 {
     rollup_bytes(pid, "Pss_Anon:")
-}
-
-/// The processes in cgroup directory `dir` and every cgroup below it.
-fn cgroup_tree_pids(dir: &Path) -> Vec<i32> {
-    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            pids.extend(cgroup_tree_pids(&entry.path()));
-        }
-    }
-    pids
 }
 
 /// Lets the node reclaim what the last round freed.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kwasi_e2e::cri::Node;
-use kwasi_e2e::{Containerd, CtrOutput, Release, Shim};
+use kwasi_e2e::{Containerd, CtrOutput, Release, Shim, TMP_PREFIX};
 
 /// Bytes in a MiB.
 pub const MIB: f64 = 1024.0 * 1024.0;
@@ -215,6 +215,62 @@ pub struct HelloBench {
     pub hello: String,
     /// The busybox image, for runc.
     pub busybox: String,
+    /// The mounts that stand for a full node's (`KWASI_BENCH_MOUNTS`), while the bench runs.
+    pub node_mounts: NodeMounts,
+}
+
+/// `KWASI_BENCH_MOUNTS=N` small tmpfs mounts on the host for as long as the bench runs, as a
+/// node full of pods has (each pod adds its rootfs, `shm`, network namespace and volumes:
+/// about 4,000 lines in `/proc/self/mountinfo` at 1,000 pods). Every runtime reads the mount
+/// table while it starts and deletes a container, so a start slows as a node fills; this
+/// measures that on a private containerd, without a cluster. Unmounted when dropped (the
+/// suite's `kwasi-sweep` removes them after an interrupted run).
+pub struct NodeMounts {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl NodeMounts {
+    /// Mounts `KWASI_BENCH_MOUNTS` tmpfs (none when unset), and says so.
+    pub fn from_env() -> Result<NodeMounts> {
+        let count: usize = match std::env::var("KWASI_BENCH_MOUNTS") {
+            Ok(n) => n.parse().context("KWASI_BENCH_MOUNTS must be a number")?,
+            Err(_) => return Ok(NodeMounts { dir: None }),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{TMP_PREFIX}mounts-"))
+            .tempdir()?;
+        let mounts = NodeMounts { dir: Some(dir) };
+        let root = mounts
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        for n in 0..count {
+            let point = root.join(format!("m{n}"));
+            std::fs::create_dir(&point)?;
+            nix::mount::mount(
+                Some("kwasi-bench"),
+                &point,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=4k"),
+            )
+            .with_context(|| format!("mounting a tmpfs on {}", point.display()))?;
+        }
+        let lines = std::fs::read_to_string("/proc/self/mountinfo")?
+            .lines()
+            .count();
+        eprintln!("{count} extra mounts: /proc/self/mountinfo has {lines} lines");
+        Ok(mounts)
+    }
+}
+
+impl Drop for NodeMounts {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            kwasi_e2e::unmount_below(dir.path());
+        }
+    }
 }
 
 impl HelloBench {
@@ -229,6 +285,7 @@ impl HelloBench {
         if shims.is_empty() {
             bail!("no shim is built: cargo build --release");
         }
+        let node_mounts = NodeMounts::from_env()?;
         let containerd = Containerd::start(Release::V2)?;
         let hello = kwasi_e2e::guests_dir().join("../../examples/hello/hello.wasm");
         let hello = containerd.import_wasm("kwasi.bench/hello", &hello, &[])?;
@@ -239,6 +296,7 @@ impl HelloBench {
             containerd,
             hello,
             busybox,
+            node_mounts,
         })
     }
 }

@@ -44,7 +44,7 @@ pub const BRIDGE_PREFIX: &str = "kwasi";
 /// Where Debian's containernetworking-plugins put the CNI plugins.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// Where the host-local IPAM plugin keeps its address book, one directory per network.
-const CNI_IPAM_DIR: &str = "/var/lib/cni/networks";
+pub(crate) const CNI_IPAM_DIR: &str = "/var/lib/cni/networks";
 
 /// A pod as the test made it: its sandbox id and the config every later call repeats.
 #[derive(Debug, Clone)]
@@ -778,40 +778,6 @@ impl Network {
         serde_json::json!({"cniVersion": "0.4.0", "name": self.name, "plugins": plugins})
             .to_string()
     }
-
-    /// Removes what the portmap plugin leaves in the `nat` table once every pod is gone: its
-    /// chains and the rules that jump to them (only one node at a time maps ports).
-    fn remove_portmap_chains() {
-        let iptables = |args: &[&str]| {
-            std::process::Command::new("iptables")
-                .args(["-w", "-t", "nat"])
-                .args(args)
-                .stderr(std::process::Stdio::null())
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        };
-        for parent in ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"] {
-            // `num target prot ...`: delete the jumps by number, last first.
-            let listing = iptables(&["-L", parent, "-n", "--line-numbers"]);
-            let mut jumps: Vec<u32> = listing
-                .lines()
-                .filter_map(|line| {
-                    let mut cols = line.split_whitespace();
-                    let num = cols.next()?.parse().ok()?;
-                    PORTMAP_CHAINS.contains(&cols.next()?).then_some(num)
-                })
-                .collect();
-            jumps.sort_unstable_by(|a, b| b.cmp(a));
-            for num in jumps {
-                iptables(&["-D", parent, &num.to_string()]);
-            }
-        }
-        for chain in PORTMAP_CHAINS {
-            iptables(&["-F", chain]);
-            iptables(&["-X", chain]);
-        }
-    }
 }
 
 impl Drop for Network {
@@ -822,7 +788,41 @@ impl Drop for Network {
             .status();
         let _ = std::fs::remove_dir_all(Path::new(CNI_IPAM_DIR).join(&self.name));
         if self.port_mapping {
-            Network::remove_portmap_chains();
+            remove_portmap_chains();
         }
+    }
+}
+
+/// Removes what the portmap plugin leaves in the `nat` table once every pod is gone: its
+/// chains and the rules that jump to them (only one node at a time maps ports).
+pub(crate) fn remove_portmap_chains() {
+    let iptables = |args: &[&str]| {
+        std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for parent in ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"] {
+        // `num target prot ...`: delete the jumps by number, last first.
+        let listing = iptables(&["-L", parent, "-n", "--line-numbers"]);
+        let mut jumps: Vec<u32> = listing
+            .lines()
+            .filter_map(|line| {
+                let mut cols = line.split_whitespace();
+                let num = cols.next()?.parse().ok()?;
+                PORTMAP_CHAINS.contains(&cols.next()?).then_some(num)
+            })
+            .collect();
+        jumps.sort_unstable_by(|a, b| b.cmp(a));
+        for num in jumps {
+            iptables(&["-D", parent, &num.to_string()]);
+        }
+    }
+    for chain in PORTMAP_CHAINS {
+        iptables(&["-F", chain]);
+        iptables(&["-X", chain]);
     }
 }

@@ -23,6 +23,7 @@ pub mod critest;
 pub mod http;
 pub mod kube;
 pub mod layout;
+pub mod leftovers;
 pub mod node;
 pub mod redis;
 pub mod spin;

@@ -163,7 +163,8 @@ impl Engine for WasmerEngine {
         let (instance, wasi) = builder
             .instantiate_ext(module, ModuleHash::random(), &mut store)
             .map_err(|e| EngineError::Other(format!("instantiating: {e}")))?;
-        // Loading and WASIX's setup leave about 80 KiB of freed heap dirty in each container.
+        // Loading and WASIX's setup leave about 80 KiB of freed heap dirty in each container,
+        // and the sandbox's setup more as the node's mount table grows.
         release_freed_memory();
         let outcome = call_entry(&mut store, &instance, &workload.entry);
         let code = outcome.as_ref().map_or(1, |code| *code);

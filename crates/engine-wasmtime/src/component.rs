@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kwasi_core::engine::{EngineError, Workload};
+use kwasi_core::engine::{release_freed_memory, EngineError, Workload};
 use kwasi_core::http::{Admission, HttpConfig, RequestBody, Resources};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
@@ -248,6 +248,7 @@ pub(crate) fn run_command(
                     .instantiate_async(&mut store)
                     .await
                     .map_err(instantiating)?;
+                release_freed_memory();
                 command.wasi_cli_run().call_run(&mut store).await
             }
             Err(_) => {
@@ -256,6 +257,7 @@ pub(crate) fn run_command(
                     .instantiate_async(&mut store)
                     .await
                     .map_err(instantiating)?;
+                release_freed_memory();
                 store
                     .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
                     .await

@@ -19,7 +19,9 @@ mod component;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use kwasi_core::engine::{Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY};
+use kwasi_core::engine::{
+    release_freed_memory, Engine, EngineError, Scratch, WasmBytes, Workload, DEFAULT_ENTRY,
+};
 use wasmtime::component::Component;
 use wasmtime::{
     InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Precompiled, Store, Trap,
@@ -277,6 +279,10 @@ impl WasmtimeEngine {
         let instance = linker
             .instantiate(&mut store, &module)
             .map_err(|e| EngineError::Other(format!("instantiating: {}", one_line(&e))))?;
+        // The sandbox's setup (libcontainer reads and parses the node's whole mount table,
+        // which grows with every pod) and instantiation leave freed heap dirty for the
+        // guest's life: 2.9 MiB per container on a node with 4,000 mounts.
+        release_freed_memory();
         let func = instance
             .get_typed_func::<(), ()>(&mut store, &workload.entry)
             .map_err(|_| EngineError::MissingExport {
