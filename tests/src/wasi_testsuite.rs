@@ -208,19 +208,42 @@ pub struct Test {
 }
 
 /// Where the suite is: `$KWASI_WASI_TESTSUITE`, else `../shared/wasi-testsuite` beside the
-/// clone.
+/// clone, else beside the repository the clone was made from (a fresh clone of a local
+/// checkout, as CI's, may sit anywhere).
 pub fn suite_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("KWASI_WASI_TESTSUITE") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/wasi-testsuite"),
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates: Vec<PathBuf> = match std::env::var_os("KWASI_WASI_TESTSUITE") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => [Some(repo.clone()), local_origin(&repo)]
+            .into_iter()
+            .flatten()
+            .map(|root| root.join("../shared/wasi-testsuite"))
+            .collect(),
     };
-    if !dir.join("tests").is_dir() {
-        bail!(
+    match candidates.iter().find(|dir| dir.join("tests").is_dir()) {
+        Some(dir) => Ok(dir.clone()),
+        None => bail!(
             "the WASI test suite is not at {} (set KWASI_WASI_TESTSUITE to its directory)",
-            dir.display()
-        );
+            candidates
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" nor at ")
+        ),
     }
-    Ok(dir)
+}
+
+/// The directory `repo`'s `origin` remote names, when it is a local checkout.
+fn local_origin(repo: &Path) -> Option<PathBuf> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["config", "--get", "remote.origin.url"])
+        .output()
+        .ok()?;
+    let url = String::from_utf8(out.stdout).ok()?;
+    let path = PathBuf::from(url.trim().strip_prefix("file://").unwrap_or(url.trim()));
+    (out.status.success() && path.is_absolute() && path.is_dir()).then_some(path)
 }
 
 /// Every test of the suite in `dir`, sorted by name.
