@@ -19,8 +19,8 @@ use k8s_cri::v1::{
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 
 /// The CRI states of a container, as [`Node::container_status`] reports them.
@@ -326,6 +326,31 @@ impl Node {
         Ok(())
     }
 
+    /// StartContainer of every one of `ids` at once (CRI allows it; kubelet starts a pod's
+    /// containers one by one): the first error, once every call has returned.
+    pub fn start_containers_at_once(&mut self, ids: &[String]) -> Result<()> {
+        let calls: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let mut client = self.client.clone();
+                let request = StartContainerRequest {
+                    container_id: id.clone(),
+                };
+                let id = id.clone();
+                self.runtime
+                    .spawn(async move { (id, client.start_container(request).await.map(|_| ())) })
+            })
+            .collect();
+        let mut first_error = Ok(());
+        for call in calls {
+            let (id, result) = self.runtime.block_on(call)?;
+            if let (Err(status), Ok(())) = (result, &first_error) {
+                first_error = Err(self.failed(format!("StartContainer {id}"), status));
+            }
+        }
+        first_error
+    }
+
     /// CreateContainer and StartContainer; returns the container id.
     pub fn run_container(&mut self, pod: &Pod, spec: &ContainerSpec) -> Result<String> {
         let id = self.create_container(pod, spec)?;
@@ -467,6 +492,19 @@ impl Node {
                 timeout,
             },
             format!("StopContainer {id}")
+        )?;
+        Ok(())
+    }
+
+    /// RemoveContainer (of a stopped container).
+    pub fn remove_container(&mut self, id: &str) -> Result<()> {
+        call!(
+            self,
+            remove_container,
+            RemoveContainerRequest {
+                container_id: id.to_string(),
+            },
+            format!("RemoveContainer {id}")
         )?;
         Ok(())
     }

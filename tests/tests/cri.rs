@@ -59,6 +59,7 @@ cri!(
         exit_codes_reach_container_status,
         a_removed_pod_leaves_no_shim_mount_cgroup_or_network_namespace,
         a_pod_with_three_containers_has_one_shim_process,
+        containers_of_a_pod_started_at_once_all_run,
         a_container_with_a_missing_module_fails_to_start_with_its_reason,
         exec_sync_runs_a_module_in_a_wasm_container_with_its_output_and_exit_code,
         an_exec_probe_fails_on_timeout_and_its_process_is_gone,
@@ -360,6 +361,51 @@ fn a_pod_with_three_containers_has_one_shim_process(release: Release, handler: &
     assert_eq!(node.shims().len(), 2);
     remove(&mut node, &other);
     remove(&mut node, &pod);
+}
+
+/// One shim serves the whole pod, so CRI calls for its containers can reach it at the same
+/// time (kubelet makes them one by one, other CRI clients need not): each start starts its own
+/// container, and starts after the removal of those containers still work.
+fn containers_of_a_pod_started_at_once_all_run(release: Release, handler: &str) {
+    const ROUNDS: usize = 3;
+    const AT_ONCE: usize = 8;
+    let mut node = node(release);
+    let image = probe(&mut node);
+    let pod = node.run_pod("at-once", handler).unwrap();
+    for round in 0..ROUNDS {
+        let names: Vec<String> = (0..AT_ONCE).map(|i| format!("r{round}c{i}")).collect();
+        let ids: Vec<String> = names
+            .iter()
+            .map(|name| {
+                node.create_container(&pod, &sleeping(name, &image))
+                    .unwrap()
+            })
+            .collect();
+        node.start_containers_at_once(&ids).unwrap();
+        for id in &ids {
+            running(&mut node, id);
+        }
+        for id in &ids {
+            node.stop_container(id, 0).unwrap();
+            node.remove_container(id).unwrap();
+        }
+    }
+    let id = node
+        .run_container(&pod, &sleeping("later", &image))
+        .unwrap();
+    running(&mut node, &id);
+    assert_eq!(node.shims().len(), 1, "{:#?}", node.shims());
+    remove(&mut node, &pod);
+}
+
+/// A container of `image` that sleeps until it is stopped.
+fn sleeping<'a>(name: &'a str, image: &'a str) -> ContainerSpec<'a> {
+    ContainerSpec {
+        name,
+        image,
+        args: &["sleep"],
+        ..Default::default()
+    }
 }
 
 /// The parent pid of `pid`.

@@ -406,12 +406,22 @@ impl Sandbox {
     }
 }
 
+/// Held through every libcontainer `start` in this process.
+///
+/// libcontainer reaches the container's notify socket by a relative path: it changes to the
+/// container's state directory, connects, and changes back. The working directory is the
+/// whole shim's, and one shim serves every container of a pod: two starts at once could each
+/// reach the other container's socket, or leave the shim in a directory that is removed with
+/// its container, after which every start fails with "failed to get cwd".
+static STARTING: Mutex<()> = Mutex::new(());
+
 impl Container for Sandbox {
     fn pid(&self) -> i32 {
         self.container().pid().map(|p| p.as_raw()).unwrap_or(0)
     }
 
     fn start(&self) -> Result<()> {
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         self.container()
             .start()
             .map_err(|e| anyhow!("starting the container: {e}"))
