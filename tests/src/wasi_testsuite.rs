@@ -242,7 +242,8 @@ fn local_origin(repo: &Path) -> Option<PathBuf> {
         .output()
         .ok()?;
     let url = String::from_utf8(out.stdout).ok()?;
-    let path = PathBuf::from(url.trim().strip_prefix("file://").unwrap_or(url.trim()));
+    let url = url.trim();
+    let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
     (out.status.success() && path.is_absolute() && path.is_dir()).then_some(path)
 }
 

@@ -156,17 +156,7 @@ fn a_pod_runs_a_wasm_container_beside_a_busybox_container(release: Release, hand
     let mut node = node(release);
     let image = probe(&mut node);
     let pod = node.run_pod("mixed", handler).unwrap();
-    let wasm = node
-        .run_container(
-            &pod,
-            &ContainerSpec {
-                name: "wasm",
-                image: &image,
-                args: &["sleep"],
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let wasm = node.run_container(&pod, &sleeping("wasm", &image)).unwrap();
     let busybox = node
         .run_container(
             &pod,
