@@ -8,11 +8,13 @@
 //! spends on cgroups, namespaces and mounts (`startbreakdown`, with and without
 //! `/sys/kernel/rcu_expedited`). Later moves in the same grace period take microseconds.
 //!
-//! So the shim starts that wait itself when it starts and when a create or an exec arrives,
-//! on a thread of its own, while it reads the image, mounts the rootfs and has the zygote fork
-//! the process: it moves itself into the memory cgroup it is already in (a move that changes
-//! nothing; the memory hierarchy is the one every node mounts, v1 or v2). When the container
-//! process then writes its pid, the grace period is over or nearly so.
+//! So the shim starts that wait itself: in `start`, the first thing containerd runs, from a
+//! child process of its own ([`prepare_detached`]), and again when a create or an exec arrives
+//! at the server, on a thread of its own ([`prepare`]), while it reads the image, mounts the
+//! rootfs and has the zygote fork the process. Either moves itself into the memory cgroup it is
+//! already in (a move that changes nothing; the memory hierarchy is the one every node mounts,
+//! v1 or v2). When the container process then writes its pid, the grace period is over or
+//! nearly so.
 //!
 //! The kernel holds its cgroup mutex during that wait, as it does during the container
 //! process's own: cgroup directories made meanwhile (the container's first one included) wait
@@ -27,6 +29,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+
+use nix::unistd::ForkResult;
 
 use super::oom::MemoryCgroup;
 
@@ -52,6 +56,34 @@ pub(crate) fn prepare() {
     if let Err(err) = spawned {
         log::debug!("no thread to prepare cgroup joins: {err}");
         MOVING.store(false, Ordering::Release);
+    }
+}
+
+/// Starts the wait from a child process that moves itself into the cgroup it is in and exits,
+/// for the shim's short-lived `start`: containerd waits for `start`'s exit, which a thread
+/// blocked in the move would hold back until the grace period ends. The child closes every
+/// descriptor it inherits first (containerd reads `start`'s output until every holder has
+/// closed it), and nothing needs to wait for it: whoever inherits it reaps it, as for the
+/// server `start` forks.
+///
+/// # Safety
+///
+/// The process must have a single thread: the child runs ordinary code after the fork.
+pub(crate) unsafe fn prepare_detached() {
+    // SAFETY: the caller guarantees a single thread; the child never returns.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => {}
+        Ok(ForkResult::Child) => {
+            // SAFETY: close_range takes no pointer; it closes this process's own descriptors.
+            unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+            // Nothing is logged from here on: the log's descriptors are closed.
+            if let Ok(cgroup) = MemoryCgroup::of_process(std::process::id() as i32) {
+                let _ = std::fs::write(cgroup.procs_file(), std::process::id().to_string());
+            }
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Err(err) => log::debug!("no process to prepare cgroup joins: {err}"),
     }
 }
 

@@ -40,6 +40,7 @@ use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use crate::engine::Engine;
 use crate::image::layers::{ImageContent, ImageReader};
 use crate::task::container::{Container, ExecConfig, ProcessRef, Runtime, TaskConfig};
+pub(crate) use cgroup_join::prepare_detached as prepare_cgroup_join_detached;
 use console::{Console, ConsoleSocket};
 use executor::WasmExecutor;
 use oom::MemoryCgroup;
@@ -68,7 +69,6 @@ impl SandboxRuntime {
         containerd_address: &str,
         state_root: PathBuf,
     ) -> Self {
-        cgroup_join::prepare();
         SandboxRuntime {
             zygote: Arc::new(zygote),
             namespace: namespace.to_string(),

@@ -93,6 +93,10 @@ impl<E: Engine + Default> Shim for KwasiShim<E> {
     /// containerd sent its bootstrap parameters, a bare address for earlier versions (1.6
     /// cannot parse the JSON reply containerd-shim would print for them).
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        // The container's cgroup join waits for an RCU grace period unless one is under way
+        // (`sandbox::cgroup_join`): the earliest it can start is here.
+        // SAFETY: `start` has a single thread (containerd-shim starts none before this).
+        unsafe { crate::sandbox::prepare_cgroup_join_detached() };
         let grouping = Spec::load("config.json")
             .ok()
             .and_then(|spec| spec.annotations().clone())
