@@ -74,8 +74,7 @@ pub(crate) unsafe fn prepare_detached() {
     match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Parent { .. }) => {}
         Ok(ForkResult::Child) => {
-            // SAFETY: close_range takes no pointer; it closes this process's own descriptors.
-            unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+            close_all_descriptors();
             // Nothing is logged from here on: the log's descriptors are closed.
             if let Ok(cgroup) = MemoryCgroup::of_process(std::process::id() as i32) {
                 let _ = std::fs::write(cgroup.procs_file(), std::process::id().to_string());
@@ -84,6 +83,20 @@ pub(crate) unsafe fn prepare_detached() {
             unsafe { libc::_exit(0) }
         }
         Err(err) => log::debug!("no process to prepare cgroup joins: {err}"),
+    }
+}
+
+/// Closes every descriptor of this process: with `close_range` (Linux 5.9), else one by one
+/// up to the first 1,024 (a shim's `start` inherits three from containerd).
+fn close_all_descriptors() {
+    // SAFETY: close_range and close take no pointer; they close this process's own
+    // descriptors.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..1024 {
+                libc::close(fd);
+            }
+        }
     }
 }
 
@@ -111,6 +124,24 @@ fn move_into(procs: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detached_child_closes_every_descriptor_it_inherits() {
+        let _open = std::fs::File::open("/proc/self/status").unwrap();
+        // SAFETY: the child makes only syscalls (close_range or close, fcntl) before `_exit`,
+        // which is safe in a child of a multi-threaded process.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            ForkResult::Child => {
+                close_all_descriptors();
+                let open = (0..1024).filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1);
+                unsafe { libc::_exit(open.count() as i32) }
+            }
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
 
     #[test]
     fn preparing_a_join_leaves_the_shim_in_its_cgroup() {
