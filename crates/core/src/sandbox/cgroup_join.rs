@@ -50,7 +50,9 @@ pub(crate) fn prepare() {
     let spawned = std::thread::Builder::new()
         .name("cgroup-join".into())
         .spawn(move || {
-            move_into(procs);
+            if let Err(err) = move_into(procs) {
+                log::debug!("preparing cgroup joins: writing {}: {err}", procs.display());
+            }
             MOVING.store(false, Ordering::Release);
         });
     if let Err(err) = spawned {
@@ -76,8 +78,8 @@ pub(crate) unsafe fn prepare_detached() {
         Ok(ForkResult::Child) => {
             close_all_descriptors();
             // Nothing is logged from here on: the log's descriptors are closed.
-            if let Ok(cgroup) = MemoryCgroup::of_process(std::process::id() as i32) {
-                let _ = std::fs::write(cgroup.procs_file(), std::process::id().to_string());
+            if let Ok(procs) = procs_file() {
+                let _ = move_into(&procs);
             }
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(0) }
@@ -106,19 +108,21 @@ fn own_procs_file() -> Option<&'static PathBuf> {
     static PROCS: OnceLock<Option<PathBuf>> = OnceLock::new();
     PROCS
         .get_or_init(|| {
-            MemoryCgroup::of_process(std::process::id() as i32)
-                .map(|cgroup| cgroup.procs_file())
+            procs_file()
                 .inspect_err(|e| log::debug!("cgroup joins are not prepared: {e:#}"))
                 .ok()
         })
         .as_ref()
 }
 
+/// The `cgroup.procs` file of this process's memory cgroup.
+fn procs_file() -> anyhow::Result<PathBuf> {
+    MemoryCgroup::of_process(std::process::id() as i32).map(|cgroup| cgroup.procs_file())
+}
+
 /// Writes this process's pid to `procs`, the file of the cgroup it is in.
-fn move_into(procs: &Path) {
-    if let Err(err) = std::fs::write(procs, std::process::id().to_string()) {
-        log::debug!("preparing cgroup joins: writing {}: {err}", procs.display());
-    }
+fn move_into(procs: &Path) -> std::io::Result<()> {
+    std::fs::write(procs, std::process::id().to_string())
 }
 
 #[cfg(test)]
@@ -148,7 +152,7 @@ mod tests {
         let table = || std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let before = table();
         let procs = own_procs_file().expect("the test process has a memory cgroup");
-        move_into(procs);
+        move_into(procs).unwrap();
         assert_eq!(table(), before);
         assert!(std::fs::read_to_string(procs)
             .unwrap()
