@@ -26,9 +26,15 @@ pub struct SpecResult {
     pub name: String,
     /// `passed`, `failed`, `skipped`, `timedout`, `panicked`...
     pub state: String,
-    /// Why it failed or was skipped.
+    /// Why it failed or was skipped: Gomega's whole message (the cause is on its later lines).
     pub message: String,
+    /// For a spec that failed, the lines of containerd's log (the shims' included) that name
+    /// a container or pod sandbox its message names: the last [`LOG_LINES`] of them.
+    pub log: Vec<String>,
 }
+
+/// How many log lines a failed spec keeps.
+pub const LOG_LINES: usize = 40;
 
 impl SpecResult {
     /// Whether it ran and did not pass.
@@ -106,9 +112,10 @@ pub fn run(node: &Node, handler: &str, dir: &Path) -> Result<Vec<SpecResult>> {
         .stderr(log)
         .status()
         .context("running critest")?;
+    let containerd_log = node.containerd.log();
     std::fs::write(
         dir.join(format!("containerd-{handler}.log")),
-        node.containerd.log(),
+        &containerd_log,
     )?;
     let text = std::fs::read_to_string(&report).with_context(|| {
         format!(
@@ -117,7 +124,26 @@ pub fn run(node: &Node, handler: &str, dir: &Path) -> Result<Vec<SpecResult>> {
             dir.join(format!("critest-{handler}.log")).display()
         )
     })?;
-    parse_report(&text)
+    let mut specs = parse_report(&text)?;
+    for spec in specs.iter_mut().filter(|s| s.failed()) {
+        spec.log = lines_about(&spec.message, &containerd_log);
+    }
+    Ok(specs)
+}
+
+/// The last [`LOG_LINES`] lines of `log` that name an id (64 hex digits: a container or a
+/// pod sandbox) that `message` names.
+fn lines_about(message: &str, log: &str) -> Vec<String> {
+    let ids: Vec<&str> = message
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|word| word.len() == 64)
+        .collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| ids.iter().any(|id| line.contains(id)))
+        .collect();
+    let skip = lines.len().saturating_sub(LOG_LINES);
+    lines[skip..].iter().map(|l| l.to_string()).collect()
 }
 
 /// The `It` specs of a Ginkgo JSON report.
@@ -142,10 +168,9 @@ fn parse_report(text: &str) -> Result<Vec<SpecResult>> {
                 message: spec["Failure"]["Message"]
                     .as_str()
                     .unwrap_or_default()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
+                    .trim_end()
                     .to_string(),
+                log: Vec::new(),
             });
         }
     }
@@ -377,7 +402,22 @@ mod tests {
         );
         assert!(!specs[0].failed());
         assert!(specs[1].failed());
-        assert_eq!(specs[1].message, "attach failed");
+        assert_eq!(specs[1].message, "attach failed\nmore");
+    }
+
+    #[test]
+    fn a_failed_spec_keeps_the_log_lines_about_the_containers_its_message_names() {
+        let id = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let message = format!("failed to execSync in container \"{id}\"\nrpc error");
+        let log = format!("start {id}\nstart {other}\nlevel=error exec in {id}: no pid\n");
+        assert_eq!(
+            lines_about(&message, &log),
+            [
+                format!("start {id}"),
+                format!("level=error exec in {id}: no pid")
+            ]
+        );
     }
 
     #[test]

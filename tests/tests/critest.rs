@@ -35,7 +35,18 @@ fn run(handler: &str) -> Vec<SpecResult> {
         started.elapsed().as_secs_f64()
     );
     for spec in specs.iter().filter(|s| s.failed()) {
-        eprintln!("  {}: {} ({})", spec.state, spec.name, spec.message);
+        eprintln!(
+            "  {}: {}\n    {}",
+            spec.state,
+            spec.name,
+            spec.message.replace('\n', "\n    ")
+        );
+        if !spec.log.is_empty() {
+            eprintln!("    containerd's log about its containers:");
+        }
+        for line in &spec.log {
+            eprintln!("      {line}");
+        }
     }
     specs
 }
